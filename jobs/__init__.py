@@ -1,0 +1,1 @@
+"""What the API and the worker share: settings, Redis keys, the job store and the streams."""

@@ -1,0 +1,33 @@
+"""Every Redis key and channel inferq uses, in one place."""
+PREFIX = "inferq:"
+GROUP = "workers"  # the consumer group on every model stream
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record, and one `out:<i>` field per finished input."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def stream(model: str) -> str:
+    """Stream: one entry per queued input of `model`."""
+    return f"{PREFIX}stream:{model}"
+
+
+def finished(job_id: str) -> str:
+    """Pub/sub channel: a message when the job reaches a final state (long-polls wait on it)."""
+    return f"{PREFIX}finished:{job_id}"
+
+
+def workers() -> str:
+    """Sorted set: worker name -> time of its last heartbeat."""
+    return f"{PREFIX}workers"
+
+
+def worker(name: str) -> str:
+    """String (JSON, expires): what one worker serves."""
+    return f"{PREFIX}worker:{name}"
+
+
+def models() -> str:
+    """Set: names of models some worker has served; they accept jobs even while no worker is up."""
+    return f"{PREFIX}models"

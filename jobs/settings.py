@@ -1,0 +1,72 @@
+"""All settings, read once from INFERQ_* environment variables and checked at start."""
+import os
+from dataclasses import dataclass, fields
+
+
+class SettingsError(ValueError):
+    """A setting has a value inferq cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    api_port: int = 8000
+    api_workers: int = 2
+    api_threads: int = 32
+    model_repository: str = "models"
+    # Worker: which models to serve (comma-separated names; empty = every model in the repository).
+    models: str = ""
+    gpu: str = ""
+    max_batch_size: int = 32
+    max_wait_s: float = 0.0
+    decode_threads: int = 2
+    claim_idle_s: float = 30.0
+    max_attempts: int = 3
+    heartbeat_s: float = 2.0
+    result_ttl_s: int = 3600
+    max_backlog: int = 10000
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_inputs_per_job: int = 64
+    max_image_pixels: int = 25_000_000
+    max_long_poll_s: float = 30.0
+    log_level: str = "INFO"
+
+    def __post_init__(self):
+        positive = ("api_port", "api_workers", "api_threads", "max_batch_size", "decode_threads", "claim_idle_s", "max_attempts",
+                    "heartbeat_s", "result_ttl_s", "max_backlog", "max_body_bytes",
+                    "max_inputs_per_job", "max_image_pixels", "max_long_poll_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"INFERQ_{name.upper()} must be greater than 0, "
+                                    f"got {getattr(self, name)!r}")
+        if self.max_wait_s < 0:
+            raise SettingsError(f"INFERQ_MAX_WAIT_S must be 0 or more, got {self.max_wait_s!r}")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"INFERQ_REDIS_URL must be a redis:// or rediss:// URL, "
+                                f"got {self.redis_url!r}")
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def heartbeat_ttl_s(self) -> float:
+        # A worker is taken for dead after missing three heartbeats.
+        return self.heartbeat_s * 3
+
+
+def load_settings(environ=None, **overrides) -> Settings:
+    """Build Settings from `environ` (default os.environ), then apply keyword overrides."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for f in fields(Settings):
+        raw = environ.get(f"INFERQ_{f.name.upper()}")
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = f.type(raw) if f.type is not int else int(raw.replace("_", ""))
+        except ValueError:
+            kind = "whole number" if f.type is int else "number"
+            raise SettingsError(f"INFERQ_{f.name.upper()} must be a {kind}, got {raw!r}") from None
+    values.update(overrides)
+    return Settings(**values)

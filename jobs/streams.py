@@ -1,0 +1,116 @@
+"""The worker side of the model streams: read, reclaim from dead consumers, heartbeat."""
+import json
+import time
+from dataclasses import dataclass
+
+import redis as redis_lib
+
+from jobs import keys
+
+
+@dataclass
+class Entry:
+    """One queued input as a worker receives it."""
+    id: str
+    job_id: str
+    idx: int
+    data: bytes
+    enqueued_at: float
+    deliveries: int = 1
+
+
+def _entry(entry_id, fields) -> Entry:
+    return Entry(id=entry_id.decode(), job_id=fields[b"job"].decode(), idx=int(fields[b"idx"]),
+                 data=fields[b"data"], enqueued_at=float(fields[b"t"]))
+
+
+class StreamConsumer:
+    """Reads one model's stream as one named consumer of the shared group."""
+
+    def __init__(self, redis, model: str, consumer: str):
+        self.redis, self.model, self.consumer = redis, model, consumer
+        self.stream = keys.stream(model)
+        self._claim_cursor = "0-0"
+
+    def ensure_group(self):
+        try:
+            # id 0: entries enqueued before any worker existed are served too.
+            self.redis.xgroup_create(self.stream, keys.GROUP, id="0", mkstream=True)
+        except redis_lib.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, count: int, block_ms: int | None = None) -> list[Entry]:
+        """Up to `count` new entries; waits up to `block_ms` for the first (None: no wait)."""
+        reply = self.redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"},
+                                      count=count, block=block_ms)
+        if not reply:
+            return []
+        return [_entry(i, f) for i, f in reply[0][1] if f]
+
+    def reclaim(self, min_idle_s: float, count: int) -> list[Entry]:
+        """Take over entries another consumer read but has not acked for `min_idle_s` (its
+        worker died). Each entry carries how often it has been delivered, this time included."""
+        cursor, claimed, _deleted = self.redis.xautoclaim(
+            self.stream, keys.GROUP, self.consumer, int(min_idle_s * 1000),
+            start_id=self._claim_cursor, count=count)
+        self._claim_cursor = cursor
+        entries = [_entry(i, f) for i, f in claimed if f]
+        if entries:
+            pending = self.redis.xpending_range(self.stream, keys.GROUP, min=entries[0].id,
+                                                max=entries[-1].id, count=len(entries) * 2,
+                                                consumername=self.consumer)
+            counts = {p["message_id"].decode(): p["times_delivered"] for p in pending}
+            for entry in entries:
+                entry.deliveries = counts.get(entry.id, entry.deliveries)
+        return entries
+
+    def drop(self, entry_ids: list[str]):
+        """Ack and delete entries that need no result (their job is gone or was canceled)."""
+        if entry_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(self.stream, keys.GROUP, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+            pipe.execute()
+
+    def leave(self):
+        """Remove this consumer from the group if it holds nothing (a clean shutdown)."""
+        pending = self.redis.xpending_range(self.stream, keys.GROUP, min="-", max="+", count=1,
+                                            consumername=self.consumer)
+        if not pending:
+            self.redis.xgroup_delconsumer(self.stream, keys.GROUP, self.consumer)
+
+
+def backlog(redis, model: str) -> int:
+    """Inputs queued or in flight for `model`."""
+    return redis.xlen(keys.stream(model))
+
+
+def heartbeat(redis, name: str, info: dict, ttl_s: float):
+    now = time.time()
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(keys.worker(name), json.dumps(info), px=int(ttl_s * 1000))
+    pipe.zadd(keys.workers(), {name: now})
+    pipe.zremrangebyscore(keys.workers(), "-inf", now - 3600)  # forget long-dead workers
+    if info.get("models"):
+        pipe.sadd(keys.models(), *[m["name"] for m in info["models"]])
+    pipe.execute()
+
+
+def remove_worker(redis, name: str):
+    pipe = redis.pipeline(transaction=False)
+    pipe.delete(keys.worker(name))
+    pipe.zrem(keys.workers(), name)
+    pipe.execute()
+
+
+def live_workers(redis, ttl_s: float) -> list[dict]:
+    names = redis.zrangebyscore(keys.workers(), time.time() - ttl_s, "+inf")
+    if not names:
+        return []
+    infos = redis.mget([keys.worker(n.decode()) for n in names])
+    return [json.loads(i) for i in infos if i]
+
+
+def known_models(redis) -> set[str]:
+    return {m.decode() for m in redis.smembers(keys.models())}

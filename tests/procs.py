@@ -1,0 +1,153 @@
+"""Start the real pieces as processes for tests: redis-server, the API under gunicorn, workers."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class RedisServer:
+    def __init__(self, extra_args=()):
+        if not shutil.which("redis-server"):
+            raise RuntimeError("redis-server is not installed: run scripts/install.sh")
+        self.dir = tempfile.mkdtemp(prefix="inferq-redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+             "--save", "", "--appendonly", "no", "--hz", "100",
+             "--maxmemory-policy", "noeviction", *extra_args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(port=self.port)
+        wait_for(self._ping, 10, "redis-server to answer")
+
+    def _ping(self):
+        try:
+            return self.client.ping()
+        except redis.ConnectionError:
+            return False
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def service_env(redis_url: str, **settings) -> dict:
+    env = dict(os.environ)
+    env.update({"INFERQ_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT),
+                "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    env.update({f"INFERQ_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+class Proc:
+    """A service process with its output in a log file, in its own process group."""
+
+    def __init__(self, args, env, name):
+        self.log_path = Path(tempfile.mkstemp(prefix=f"inferq-{name}-", suffix=".log")[1])
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def kill9(self):
+        """SIGKILL the whole process group: no cleanup, as a crash or an OOM kill would."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30):
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+def start_api(redis_url: str, **settings) -> tuple[Proc, str]:
+    port = free_port()
+    settings.setdefault("api_workers", 2)
+    env = service_env(redis_url, api_port=port, **settings)
+    proc = Proc([str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", "api.app:create_app()"],
+                env, "api")
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        if not proc.alive():
+            raise RuntimeError("API exited:\n" + proc.output())
+        try:
+            return requests.get(base + "/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, 30, "the API to start")
+    return proc, base
+
+
+def start_worker(redis_url: str, models=None, wait_ready: bool = True, **settings) -> Proc:
+    args = [str(BIN / "celery"), "-A", "worker.app", "worker", "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip", "--hostname", f"test-{free_port()}@%h"]
+    if models:
+        args += ["--models", ",".join(models)]
+    proc = Proc(args, service_env(redis_url, **settings), "worker")
+    if wait_ready:
+        wait_until_serving(proc, redis_url, models or ["shapes"])
+    return proc
+
+
+def wait_until_serving(proc: Proc, redis_url: str, models, timeout_s: float = 120):
+    """Wait until this worker process heartbeats that it serves `models`."""
+    from jobs.streams import live_workers
+
+    client = redis.Redis.from_url(redis_url)
+
+    def serving():
+        if not proc.alive():
+            raise RuntimeError("worker exited:\n" + proc.output()[-5000:])
+        for w in live_workers(client, 10):
+            if w["pid"] == proc.pid and set(models) <= {m["name"] for m in w["models"]}:
+                return True
+        return False
+
+    wait_for(serving, timeout_s, f"worker {proc.pid} to serve {models}", 0.2)

@@ -1,0 +1,127 @@
+"""The job store and stream protocol against a real redis-server (no worker, no TensorFlow)."""
+import threading
+import time
+
+import pytest
+
+from jobs import keys
+from jobs.store import BacklogFull, InputResult, JobStore
+from jobs.streams import StreamConsumer, backlog, heartbeat, live_workers, remove_worker
+
+OK = {"top_k": [{"label": "circle", "index": 0, "score": 0.9}],
+      "metrics": {"queue_ms": 1.0, "predict_ms": 2.0, "batch_size": 2}}
+
+
+@pytest.fixture
+def store(r):
+    return JobStore(r, result_ttl_s=60, max_backlog=10)
+
+
+def consumer(r, name="w1"):
+    c = StreamConsumer(r, "m", name)
+    c.ensure_group()
+    return c
+
+
+def test_enqueue_writes_record_and_one_entry_per_input(store, r):
+    job = store.enqueue("m", [b"a", b"bb", b"ccc"])
+    record = store.get(job["id"])
+    assert record["status"] == "queued" and record["n_inputs"] == "3"
+    assert 0 < r.ttl(keys.job(job["id"])) <= 60  # a job that never runs still expires
+    entries = consumer(r).read(10)
+    assert [(e.job_id, e.idx, e.data) for e in entries] == [
+        (job["id"], 0, b"a"), (job["id"], 1, b"bb"), (job["id"], 2, b"ccc")]
+
+
+def test_backlog_limit_refuses_whole_jobs(store, r):
+    store.enqueue("m", [b"x"] * 8)
+    with pytest.raises(BacklogFull):
+        store.enqueue("m", [b"x"] * 3)
+    assert backlog(r, "m") == 8  # nothing of the refused job was written
+    store.enqueue("m", [b"x"] * 2)
+    assert backlog(r, "m") == 10
+
+
+def test_job_finishes_exactly_once_when_inputs_are_delivered_twice(store, r):
+    job = store.enqueue("m", [b"a", b"b"])
+    c = consumer(r)
+    first, second = c.read(10)
+    assert store.finish("m", [InputResult(first.id, job["id"], 0, output=OK)]) == []
+    assert store.get(job["id"])["status"] == "running"
+    # The same input again (a reclaimed duplicate) changes nothing.
+    assert store.finish("m", [InputResult(first.id, job["id"], 0, error="late dup")]) == []
+    assert store.finish("m", [InputResult(second.id, job["id"], 1, output=OK)]) == [job["id"]]
+    record = store.get(job["id"])
+    assert record["status"] == "succeeded" and record["n_done"] == "2"
+    assert "error" not in record and record["completed_at"]
+    assert store.finish("m", [InputResult(second.id, job["id"], 1, output=OK)]) == []
+    assert backlog(r, "m") == 0  # acked and deleted
+    assert 0 < r.ttl(keys.job(job["id"])) <= 60
+
+
+def test_a_failed_input_fails_its_job_with_the_reason(store, r):
+    job = store.enqueue("m", [b"a", b"b"])
+    e0, e1 = consumer(r).read(10)
+    store.finish("m", [InputResult(e0.id, job["id"], 0, output=OK),
+                       InputResult(e1.id, job["id"], 1, error="cannot decode image")])
+    record = store.get(job["id"])
+    assert record["status"] == "failed"
+    assert record["error"] == "1 of 2 inputs failed; first error: cannot decode image"
+
+
+def test_cancel_only_unfinished_jobs(store, r):
+    queued = store.enqueue("m", [b"a"])
+    assert store.cancel(queued["id"]) == 1
+    assert store.get(queued["id"])["status"] == "canceled"
+    assert store.cancel(queued["id"]) == 0
+    assert store.cancel("x" * 22) == -1
+    # The worker's start step reports the job canceled, so its entries are skipped.
+    assert store.start([queued["id"]]) == {queued["id"]: "canceled"}
+
+
+def test_start_marks_running_and_records_the_version(store):
+    job = store.enqueue("m", [b"a"])
+    assert store.start([job["id"], job["id"]], "3") == {job["id"]: "running"}
+    record = store.get(job["id"])
+    assert record["version"] == "3" and record["started_at"]
+    assert store.start(["gone" * 5]) == {"gone" * 5: None}
+
+
+def test_wait_wakes_on_the_finish_signal(store, r):
+    job = store.enqueue("m", [b"a"])
+    entry = consumer(r).read(1)[0]
+    timer = threading.Timer(0.3, store.finish, ["m", [InputResult(entry.id, job["id"], 0,
+                                                                  output=OK)]])
+    timer.start()
+    record = store.wait(job["id"], timeout_s=20)
+    timer.join()
+    assert record["status"] == "succeeded"
+
+
+def test_wait_returns_the_unfinished_job_when_time_runs_out(store):
+    job = store.enqueue("m", [b"a"])
+    assert store.wait(job["id"], timeout_s=0.2)["status"] == "queued"
+    assert store.wait("no-such-job-at-all", timeout_s=0.2) is None
+
+
+def test_reclaim_takes_entries_of_a_dead_consumer_and_counts_deliveries(store, r):
+    job = store.enqueue("m", [b"a", b"b"])
+    dead = consumer(r, "dead")
+    assert len(dead.read(10)) == 2  # read, never acked: its worker died
+    alive = consumer(r, "alive")
+    assert alive.reclaim(min_idle_s=60, count=10) == []  # not idle long enough
+    time.sleep(0.15)
+    claimed = alive.reclaim(min_idle_s=0.1, count=10)
+    assert [(e.job_id, e.idx, e.deliveries) for e in claimed] == [(job["id"], 0, 2),
+                                                                   (job["id"], 1, 2)]
+    time.sleep(0.15)
+    again = consumer(r, "third").reclaim(min_idle_s=0.1, count=10)
+    assert [e.deliveries for e in again] == [3, 3]
+
+
+def test_heartbeats_list_live_workers_and_forget_removed_ones(r):
+    heartbeat(r, "w1", {"name": "w1", "models": [{"name": "m"}]}, ttl_s=5)
+    assert [w["name"] for w in live_workers(r, 5)] == ["w1"]
+    assert r.sismember(keys.models(), "m")
+    remove_worker(r, "w1")
+    assert live_workers(r, 5) == []
