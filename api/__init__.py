@@ -1,0 +1,1 @@
+"""The HTTP front end: Flask, Redis and Pillow only (never TensorFlow)."""

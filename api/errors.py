@@ -1,0 +1,63 @@
+"""JSON errors for every failure: {"error": {"code", "message"}}. Never an HTML page, never a 500
+for something the client or a Redis outage caused."""
+import logging
+
+import redis as redis_lib
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("inferq.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register(app):
+    @app.errorhandler(ApiError)
+    def _api_error(exc):
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            message = (f"request body is larger than the limit of "
+                       f"{app.config['MAX_CONTENT_LENGTH']} bytes (INFERQ_MAX_BODY_BYTES)")
+        else:
+            message = exc.description or exc.name
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return error_response(exc.code or 500, code, message, headers)
+
+    @app.errorhandler(redis_lib.ConnectionError)
+    @app.errorhandler(redis_lib.TimeoutError)
+    @app.errorhandler(redis_lib.BusyLoadingError)
+    @app.errorhandler(redis_lib.ReadOnlyError)
+    def _redis_down(exc):
+        log.warning("redis unavailable: %s", exc)
+        return error_response(503, "redis_unavailable",
+                              "the job store is unavailable; try again shortly",
+                              {"Retry-After": "1"})
+
+    @app.errorhandler(redis_lib.ResponseError)
+    def _redis_error(exc):
+        if str(exc).startswith("OOM"):
+            log.warning("redis is full: %s", exc)
+            return error_response(503, "store_full", "the job store is out of memory; "
+                                  "try again shortly", {"Retry-After": "5"})
+        log.exception("redis error")
+        return error_response(500, "internal_error", "unexpected job store error")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "unexpected server error")

@@ -1,0 +1,24 @@
+"""/healthz (the process is up) and /readyz (Redis answers and a worker serves a model)."""
+from flask import Blueprint, current_app, jsonify
+
+from api.errors import error_response
+from jobs import streams
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    ctx = current_app.extensions["inferq"]
+    ctx.redis.ping()
+    workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
+    served = sorted({m["name"] for w in workers for m in w["models"]})
+    if not served:
+        return error_response(503, "not_ready", "no live worker serves a model yet",
+                              {"Retry-After": "2"})
+    return jsonify({"status": "ready", "models": served, "workers": len(workers)})
