@@ -1,0 +1,164 @@
+"""The inference loop for one model: a reader thread pulls micro-batches from the model's stream
+and hands them to decode threads; one thread owns the model, runs each batch and writes results.
+Decoding of batch k+1 overlaps with the model running batch k; no more than that is read ahead."""
+import logging
+import queue
+import threading
+import time
+
+import redis as redis_lib
+
+from batching import BatchPolicy
+from jobs.store import RUNNING, InputResult, JobStore
+from jobs.streams import StreamConsumer
+from worker.preprocess import DecodeError, decode_image
+
+log = logging.getLogger("inferq.worker")
+READ_BLOCK_MS = 1000  # how long an idle read waits; bounds how fast a stop is noticed
+
+
+class ModelLoop:
+    def __init__(self, predictor, redis, consumer_name: str, settings, decode_pool):
+        self.predictor, self.spec, self.settings = predictor, predictor.spec, settings
+        self.consumer = StreamConsumer(redis, self.spec.name, consumer_name)
+        self.store = JobStore(redis, settings.result_ttl_s, settings.max_backlog)
+        self.decode_pool = decode_pool
+        self.stopping = threading.Event()
+        self._batches = queue.Queue()
+        self._slot = threading.Semaphore(1)  # one prepared batch waits while the model runs
+        self._last_reclaim = 0.0
+        self._threads = [threading.Thread(target=self._read_loop, daemon=True,
+                                          name=f"inferq-read-{self.spec.name}"),
+                         threading.Thread(target=self._model_loop, daemon=True,
+                                          name=f"inferq-model-{self.spec.name}")]
+
+    def start(self):
+        self._retry(self.consumer.ensure_group)
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout_s: float = 60.0):
+        """Stop reading; the batches already read are finished first."""
+        self.stopping.set()
+        for t in self._threads:
+            t.join(timeout_s)
+        try:
+            self.consumer.leave()
+        except redis_lib.RedisError:
+            pass
+
+    def _retry(self, fn, *args):
+        """Call `fn` until Redis answers; a worker outlives a Redis restart."""
+        while True:
+            try:
+                return fn(*args)
+            except (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError) as exc:
+                if self.stopping.is_set() and fn != self.store.finish:
+                    return None
+                log.warning("redis unavailable (%s); retrying in 1 s", exc)
+                time.sleep(1.0)
+
+    # -- reader -------------------------------------------------------------------------
+    def _read_loop(self):
+        while not self.stopping.is_set():
+            self._slot.acquire()
+            batch = self._retry(self._collect) or []
+            batch = self._retry(self._admit, batch) or []
+            if not batch:
+                self._slot.release()
+                continue
+            futures = [self.decode_pool.submit(decode_image, e.data, self.spec.size,
+                                               self.spec.color_mode) for e in batch]
+            self._batches.put((batch, futures))
+        self._batches.put(None)
+
+    def _collect(self) -> list:
+        s = self.settings
+        policy = BatchPolicy(self.spec.max_batch_size, s.max_wait_s)
+        if time.monotonic() - self._last_reclaim >= min(1.0, s.claim_idle_s / 2):
+            self._last_reclaim = time.monotonic()
+            policy.add(self.consumer.reclaim(s.claim_idle_s, self.spec.max_batch_size))
+        while not self.stopping.is_set() and not policy.due():
+            # BLOCK 0 would wait forever: a batch already open reads without blocking when due.
+            wait_ms = READ_BLOCK_MS if not policy.items else int(policy.time_left() * 1000)
+            got = self.consumer.read(policy.room, wait_ms or None)
+            policy.add(got)
+            if not policy.items:
+                break  # idle: go round, so reclaims and stops are noticed
+            if not got and s.max_wait_s == 0:
+                break
+        return policy.take()
+
+    def _admit(self, batch: list) -> list:
+        """Fail inputs delivered too often, drop those whose job is gone or canceled, mark the
+        rest's jobs running. Returns what is left to run."""
+        poison = [e for e in batch if e.deliveries > self.settings.max_attempts]
+        if poison:
+            for e in poison:
+                log.error("job %s input %d: poison, delivered %d times", e.job_id, e.idx,
+                          e.deliveries)
+            self.store.finish(self.spec.name, [InputResult(
+                e.id, e.job_id, e.idx, error=f"input was delivered {e.deliveries} times without "
+                f"finishing (max_attempts={self.settings.max_attempts}); the worker crashed or "
+                f"the model failed on it each time") for e in poison])
+            batch = [e for e in batch if e.deliveries <= self.settings.max_attempts]
+        statuses = self.store.start((e.job_id for e in batch), str(self.spec.version))
+        skip = [e.id for e in batch if statuses.get(e.job_id) != RUNNING]
+        self.consumer.drop(skip)
+        return [e for e in batch if statuses.get(e.job_id) == RUNNING]
+
+    # -- model owner --------------------------------------------------------------------
+    def _model_loop(self):
+        while True:
+            item = self._batches.get()
+            if item is None:
+                return
+            self._slot.release()
+            entries, futures = item
+            results, ready, images = [], [], []
+            for entry, future in zip(entries, futures):
+                try:
+                    images.append(future.result())
+                    ready.append(entry)
+                except DecodeError as exc:
+                    log.info("job %s input %d: %s", entry.job_id, entry.idx, exc)
+                    results.append(InputResult(entry.id, entry.job_id, entry.idx, error=str(exc)))
+            if ready:
+                results += self._predict(ready, images)
+            if results:
+                self._retry(self.store.finish, self.spec.name, results)
+
+    def _predict(self, entries, images) -> list[InputResult]:
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            rows = self.predictor.predict(images)
+        except Exception as exc:  # a model error must not stop the worker
+            if len(entries) > 1:
+                # Run each input alone so one bad input cannot fail its batch-mates.
+                log.warning("model %s failed on a batch of %d (%s); retrying inputs one by one",
+                            self.spec.name, len(entries), exc)
+                return [r for e, im in zip(entries, images) for r in self._predict([e], [im])]
+            return self._failed(entries[0], exc)
+        predict_ms = (time.perf_counter() - t0) * 1000
+        results = []
+        for entry, row in zip(entries, rows):
+            metrics = {"queue_ms": round(max(0.0, started - entry.enqueued_at) * 1000, 2),
+                       "predict_ms": round(predict_ms, 2), "batch_size": len(entries)}
+            results.append(InputResult(entry.id, entry.job_id, entry.idx,
+                                       output={"top_k": self.predictor.top_k(row),
+                                               "metrics": metrics}))
+        return results
+
+    def _failed(self, entry, exc) -> list[InputResult]:
+        error = f"model {self.spec.name} raised {type(exc).__name__}: {str(exc).strip()[:500]}"
+        if entry.deliveries >= self.settings.max_attempts:
+            log.error("job %s input %d: %s (attempt %d of %d, failing it)", entry.job_id,
+                      entry.idx, error, entry.deliveries, self.settings.max_attempts)
+            return [InputResult(entry.id, entry.job_id, entry.idx,
+                                error=f"{error} (failed {entry.deliveries} attempts)")]
+        # Not acked: it is reclaimed after claim_idle_s and tried again (a transient error,
+        # such as running out of GPU memory, may pass).
+        log.warning("job %s input %d: %s (attempt %d of %d, will retry)", entry.job_id,
+                    entry.idx, error, entry.deliveries, self.settings.max_attempts)
+        return []

@@ -1,0 +1,92 @@
+"""The model, loaded once and called through a compiled function. The only module that imports
+TensorFlow; it must be imported after any fork, in the process that runs the model."""
+import importlib
+import logging
+import os
+
+import numpy as np
+
+from batching import bucket_for, buckets, pad, split
+from jobs.repository import ModelSpec
+
+log = logging.getLogger("inferq.worker")
+
+# In-graph normalisation of uint8 pixels, per config `input.preprocessing`.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def pin_gpu(gpu: str | None):
+    """Restrict this process to one GPU. Must run before TensorFlow is imported."""
+    if gpu not in (None, ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+
+
+def _normalise(tf, x, mode: str, channels: int):
+    x = tf.cast(x, tf.float32)
+    if mode == "scale_0_1":
+        return x / 255.0
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "caffe" and channels == 3:
+        return x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN)
+    if mode == "torch" and channels == 3:
+        return (x / 255.0 - tf.constant(_TORCH_MEAN)) / tf.constant(_TORCH_STD)
+    return x
+
+
+def _custom_objects(ref: str) -> dict:
+    if not ref:
+        return {}
+    module, _, attr = ref.partition(":")
+    value = importlib.import_module(module)
+    return getattr(value, attr) if attr else {}
+
+
+class Predictor:
+    """Runs batches of uint8 images through one model; pads each to its bucket."""
+
+    def __init__(self, spec: ModelSpec):
+        import tensorflow as tf  # here, not at module level: after any fork
+
+        for device in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(device, True)
+        self.spec = spec
+        self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+        model = tf.keras.models.load_model(spec.path, compile=False,
+                                           custom_objects=_custom_objects(spec.custom_objects))
+        mode, channels = spec.preprocessing, spec.channels
+
+        @tf.function
+        def run(x):
+            out = model(_normalise(tf, x, mode, channels), training=False)
+            if isinstance(out, dict):
+                out = next(iter(out.values()))
+            elif isinstance(out, (list, tuple)):
+                out = out[0]
+            return out
+
+        self._run = run
+        self.buckets = buckets(spec.max_batch_size)
+        self.input_shape = (spec.size[1], spec.size[0], channels)
+
+    def warm_up(self):
+        """Trace and run every bucket once, so no request pays for a trace."""
+        for size in self.buckets:
+            self._run(np.zeros((size,) + self.input_shape, dtype=np.uint8))
+        log.info("model %s v%d warm on %s for batch sizes %s", self.spec.name, self.spec.version,
+                 self.device, self.buckets)
+
+    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One output row per image."""
+        size = bucket_for(len(images), self.buckets)
+        out = self._run(pad(np.stack(images), size))
+        return split(np.asarray(out), len(images), size)
+
+    def top_k(self, row: np.ndarray) -> list[dict]:
+        row = np.ravel(row)
+        k = min(self.spec.top_k, row.shape[0])
+        best = np.argsort(-row, kind="stable")[:k]
+        labels = self.spec.labels
+        return [{"label": labels[i] if i < len(labels) else str(i), "index": int(i),
+                 "score": float(row[i])} for i in best]

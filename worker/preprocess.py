@@ -1,0 +1,55 @@
+"""Turn encoded image bytes into the uint8 array a model takes. Pillow and NumPy only (no TF).
+
+Normalisation (scale to [0, 1], [-1, 1], ...) happens inside the compiled model function, so the
+decode threads hand over compact uint8 arrays and the model thread does the float work in-graph.
+"""
+from io import BytesIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# The formats the API accepts; the worker opens nothing else.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
+
+
+class DecodeError(ValueError):
+    """The input could not be turned into a model input."""
+
+
+def decode_image(data: bytes, size: tuple[int, int], color_mode: str = "rgb") -> np.ndarray:
+    """Decode `data` and resize it to `size` (width, height); returns HxWxC uint8."""
+    pil_mode, channels = MODES[color_mode]
+    try:
+        im = Image.open(BytesIO(data), formats=FORMATS)
+        if im.format == "JPEG":
+            # Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding: much cheaper
+            # than decoding full size and resizing. draft() never goes below the requested size.
+            im.draft(pil_mode, size)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        im = _to_mode(im, pil_mode)
+        if im.size != tuple(size):
+            im = im.resize(tuple(size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DecodeError(f"cannot decode image: {exc}") from exc
+    if channels == 1:
+        arr = arr[..., None]
+    return arr
+
+
+def _to_mode(im: Image.Image, pil_mode: str) -> Image.Image:
+    if im.mode == pil_mode:
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Composite transparency on white rather than letting it turn black.
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    elif im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        # 16-bit and float images: scale to 8 bits instead of clipping.
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max() or 1.0
+        im = Image.fromarray((arr * (255.0 / top)).astype(np.uint8), "L")
+    return im.convert(pil_mode)
