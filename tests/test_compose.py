@@ -1,0 +1,198 @@
+"""docker-compose.yml and the Dockerfiles, checked without a Docker engine.
+
+The Compose file is validated against the Compose Specification's JSON Schema (the one
+`docker compose` itself uses), then the properties a user relies on are asserted.
+"""
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+VENDORED_SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+WORKERS = ("worker-gpu0", "worker-cpu")
+
+
+@pytest.fixture(scope="module")
+def compose():
+    # safe_load resolves YAML anchors and `<<` merge keys, as Compose does.
+    with open(ROOT / "docker-compose.yml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def services(compose):
+    return compose["services"]
+
+
+def schema():
+    path = SHARED_SCHEMA if SHARED_SCHEMA.is_file() else VENDORED_SCHEMA
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def args(command):
+    return command if isinstance(command, list) else shlex.split(command)
+
+
+def env(service):
+    e = service.get("environment") or {}
+    if isinstance(e, list):
+        e = dict(item.split("=", 1) if "=" in item else (item, None) for item in e)
+    return e
+
+
+def dockerfile(service):
+    build = service["build"]
+    if isinstance(build, str):
+        return ROOT / build / "Dockerfile"
+    return ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+
+
+def instructions(path):
+    """Dockerfile instructions as (KEYWORD, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n(?:[ \t]*#[^\n]*\n)*", " ", path.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def pip_installs(path):
+    runs = [rest for keyword, rest in instructions(path) if keyword == "RUN"]
+    return [m.group(0) for run in runs for m in re.finditer(r"pip install[^;&|]*", run)]
+
+
+def test_compose_file_matches_the_compose_specification(compose):
+    validator = Draft7Validator(schema())
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors
+    )
+
+
+def test_vendored_schema_is_the_shared_one():
+    if not SHARED_SCHEMA.is_file():
+        pytest.skip("no ../shared/schemas/compose-spec.json beside the repository")
+    assert json.loads(VENDORED_SCHEMA.read_text()) == json.loads(SHARED_SCHEMA.read_text())
+
+
+def test_redis_persists_and_never_evicts(compose, services):
+    redis = services["redis"]
+    cmd = args(redis["command"])
+    assert cmd[0] == "redis-server"
+    flags = dict(zip(cmd[1::2], cmd[2::2]))
+    assert flags["--appendonly"] == "yes"
+    assert flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert int(flags["--hz"]) >= 100
+    assert "redis-data:/data" in redis["volumes"]
+    assert "redis-data" in compose["volumes"]
+    assert "redis-cli" in args(redis["healthcheck"]["test"])
+
+
+def test_api_service(services):
+    api = services["api"]
+    assert args(api["command"]) == ["gunicorn", "-c", "api/gunicorn_conf.py", "api.app:create_app()"]
+    assert env(api)["INFERQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert any(str(p).endswith(":8000") for p in api["ports"])
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "http://localhost:8000/healthz" in " ".join(args(api["healthcheck"]["test"]))
+
+
+def test_api_image_installs_only_the_api_extra(services):
+    path = dockerfile(services["api"])
+    installs = pip_installs(path)
+    assert installs, f"{path.name} installs nothing with pip"
+    for cmd in installs:
+        assert re.search(r"""['"]?\.\[api\]['"]?""", cmd), cmd
+        assert not re.search(r"tensorflow|worker|gpu|cpu|celery", cmd, re.I), cmd
+    text = path.read_text(encoding="utf-8")
+    assert '! python -c "import tensorflow"' in text  # the build fails if TF gets in
+
+
+def test_worker_image(services):
+    path = dockerfile(services["worker-gpu0"])
+    installs = " ".join(pip_installs(path))
+    assert "[worker," in installs
+    keywords = instructions(path)
+    default_extra = [rest for k, rest in keywords if k == "ARG" and rest.startswith("INFERQ_TF_EXTRA")]
+    assert default_extra == ["INFERQ_TF_EXTRA=gpu"]
+    assert any(k == "USER" and not rest.startswith("root") for k, rest in keywords)
+    cmd = [rest for k, rest in keywords if k == "CMD"][-1]
+    assert "--pool" in json.loads(cmd) and "solo" in json.loads(cmd)
+
+
+@pytest.mark.parametrize("name", ["api", *WORKERS])
+def test_dockerfiles_exist_and_copy_every_package(services, name):
+    path = dockerfile(services[name])
+    assert path.is_file(), path
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = {rest.split()[0].rstrip("/") for k, rest in instructions(path) if k == "COPY"}
+    # `pip install .` needs every package that pyproject.toml lists.
+    assert set(packages) <= copied, set(packages) - copied
+    assert {"pyproject.toml", "README.md"} <= {
+        src for k, rest in instructions(path) if k == "COPY" for src in rest.split()[:-1]
+    }
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers(services, name):
+    w = services[name]
+    # The `<<: *worker` merge resolved: the shared keys are present.
+    cmd = args(w["command"])
+    assert cmd[:4] == ["celery", "-A", "worker.app", "worker"]
+    assert cmd[cmd.index("--pool") + 1] == "solo"
+    e = env(w)
+    assert e["INFERQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert e["INFERQ_MODEL_REPOSITORY"] == "/models"
+    assert "./models:/models:ro" in w["volumes"]
+    assert w["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert w["restart"] == "unless-stopped"
+    assert w["stop_signal"] == "SIGTERM"
+    assert w["stop_grace_period"] == "60s"
+
+
+def test_every_worker_like_service_is_checked(services):
+    celery = {n for n, s in services.items() if "celery" in args(s.get("command", []))[:1]}
+    assert celery == set(WORKERS)
+
+
+def test_worker_gpu0_reserves_gpu_0(services):
+    w = services["worker-gpu0"]
+    assert w["profiles"] == ["gpu"]
+    assert env(w)["INFERQ_GPU"] == "0"
+    devices = w["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
+
+
+def test_worker_cpu_has_no_gpu(services):
+    w = services["worker-cpu"]
+    assert w["profiles"] == ["cpu"]
+    assert "deploy" not in w and "gpus" not in w and "devices" not in w
+    assert w["build"]["args"]["INFERQ_TF_EXTRA"] == "cpu"
+    assert "INFERQ_GPU" not in env(w)
+
+
+def test_redis_and_api_start_without_a_profile(services):
+    assert "profiles" not in services["redis"]
+    assert "profiles" not in services["api"]
+
+
+def test_dockerignore_keeps_what_the_images_need():
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", ".git", "tests"} <= ignored
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert not ignored & {"pyproject.toml", "README.md", *packages}
