@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what inferq needs when it is missing: Debian's redis-server (the tests and `make run`
+# start their own), a virtualenv in .venv, and the Python packages. Safe to run again: it does
+# nothing when all is in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "install.sh: need root or sudo to install $*" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v redis-server >/dev/null; then
+  echo "install.sh: installing redis-server"
+  apt_install redis-server
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "install.sh: installing python3-venv"
+    apt_install python3-venv
+  fi
+  python3 -m venv "$VENV"
+fi
+
+# The CUDA build of TensorFlow where an NVIDIA driver is present, the CPU build elsewhere.
+extras="api,worker,dev,cpu"
+command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,dev,gpu"
+stamp="$VENV/.inferq-installed"
+want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install.sh: installing Python packages ($extras) into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+  echo "$want" > "$stamp"
+fi

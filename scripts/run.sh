@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Start the whole stack locally: a private Redis (unless INFERQ_REDIS_URL is set), the API under
+# gunicorn, and one worker serving the demo model. Ctrl-C stops everything this script started.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+RUN_DIR=${INFERQ_RUN_DIR:-.run}
+PORT=${INFERQ_API_PORT:-8000}
+mkdir -p "$RUN_DIR/redis"
+
+api_pid="" worker_pid="" redis_pid=""
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "run.sh: stopping"
+  # The worker finishes its batch (it needs Redis for that), so Redis stops last.
+  for pid in $worker_pid $api_pid; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in $worker_pid $api_pid; do wait "$pid" 2>/dev/null; done
+  [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  exit "${1:-0}"
+}
+trap 'stop 130' INT
+trap 'stop 143' TERM
+trap 'stop $?' EXIT
+
+if [ -z "${INFERQ_REDIS_URL:-}" ]; then
+  redis_port=${INFERQ_REDIS_PORT:-$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+  # AOF fsynced every second; noeviction so a full Redis refuses new jobs instead of dropping
+  # queued ones; hz 100 so short blocking reads return on time.
+  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$RUN_DIR/redis" \
+    --appendonly yes --appendfsync everysec --save "" --hz 100 \
+    --maxmemory "${INFERQ_REDIS_MAXMEMORY:-0}" --maxmemory-policy noeviction \
+    --logfile "$(pwd)/$RUN_DIR/redis.log" &
+  redis_pid=$!
+  export INFERQ_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$redis_port" ping >/dev/null || { echo "run.sh: redis did not start; see $RUN_DIR/redis.log" >&2; exit 1; }
+  echo "run.sh: redis on $INFERQ_REDIS_URL (data in $RUN_DIR/redis)"
+fi
+export INFERQ_API_PORT=$PORT
+
+"$VENV/bin/gunicorn" -c api/gunicorn_conf.py "api.app:create_app()" &
+api_pid=$!
+"$VENV/bin/celery" -A worker.app worker --loglevel INFO --hostname "inferq-worker@%h" &
+worker_pid=$!
+
+echo "run.sh: waiting for the worker to load the model ..."
+for _ in $(seq 240); do
+  if "$VENV/bin/python" - "$PORT" <<'PY' 2>/dev/null; then break; fi
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
+PY
+  kill -0 "$api_pid" 2>/dev/null && kill -0 "$worker_pid" 2>/dev/null || { echo "run.sh: a process exited during start-up" >&2; exit 1; }
+  sleep 0.5
+done
+cat <<MSG
+
+inferq is ready on http://localhost:$PORT (Ctrl-C stops it). Try:
+  curl -F image=@examples/circle.png localhost:$PORT/v1/models/shapes/jobs
+  curl 'localhost:$PORT/v1/jobs/<id>?wait=10'
+
+MSG
+# Stay up until Ctrl-C, or until one of the processes exits.
+wait -n $api_pid $worker_pid
+echo "run.sh: a process exited" >&2
+exit 1
