@@ -17,6 +17,17 @@ log = logging.getLogger("inferq.worker")
 READ_BLOCK_MS = 1000  # how long an idle read waits; bounds how fast a stop is noticed
 
 
+def describe(exc: Exception) -> str:
+    """The message of an exception without TensorFlow's graph traceback, which names our
+    threads and files rather than what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    files = [i for i, line in enumerate(lines) if line.startswith("File ")]
+    if files:
+        lines = lines[files[-1] + 1:]
+    text = " ".join(line for line in lines if line and not line.startswith("[[")).strip()
+    return (text or type(exc).__name__)[:400]
+
+
 class ModelLoop:
     def __init__(self, predictor, redis, consumer_name: str, settings, decode_pool):
         self.predictor, self.spec, self.settings = predictor, predictor.spec, settings
@@ -151,7 +162,7 @@ class ModelLoop:
         return results
 
     def _failed(self, entry, exc) -> list[InputResult]:
-        error = f"model {self.spec.name} raised {type(exc).__name__}: {str(exc).strip()[:500]}"
+        error = f"model {self.spec.name} raised {type(exc).__name__}: {describe(exc)}"
         if entry.deliveries >= self.settings.max_attempts:
             log.error("job %s input %d: %s (attempt %d of %d, failing it)", entry.job_id,
                       entry.idx, error, entry.deliveries, self.settings.max_attempts)

@@ -1,0 +1,159 @@
+"""Workers that crash, inputs that make the model raise, and a clean stop: no job is lost, none
+finishes twice, and the worker keeps serving."""
+import io
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+from PIL import Image
+
+from jobs import keys
+from jobs.streams import live_workers
+from tests.procs import ROOT, RedisServer, start_api, start_worker, wait_for, wait_until_serving
+
+CLAIM_IDLE_S = 3
+
+
+def png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 12), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+GOOD, POISON = png((40, 80, 120)), png((255, 255, 255))
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    """A repository with the tests' poison model (built in a subprocess: no TF here)."""
+    repo = tmp_path_factory.mktemp("repo")
+    subprocess.run([sys.executable, "-m", "tests.poison_model", str(repo)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=120)
+    return repo
+
+
+@pytest.fixture
+def env(repository):
+    server = RedisServer()
+    settings = {"model_repository": repository, "claim_idle_s": CLAIM_IDLE_S}
+    api, base = start_api(server.url, **settings)
+    procs = [api]
+    yield {"redis": server, "client": redis.Redis.from_url(server.url), "base": base,
+           "settings": settings, "procs": procs}
+    for proc in reversed(procs):
+        proc.stop()
+    server.stop()
+
+
+def submit_many(base, images, threads=8) -> list[dict]:
+    def one(data):
+        resp = requests.post(f"{base}/v1/models/poison/jobs",
+                             files=[("image", ("x.png", data))], timeout=30)
+        assert resp.status_code == 202, resp.text
+        return resp.json()
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, images))
+
+
+class FinishCounter:
+    """Counts the finish signals per job, to show each job finishes exactly once."""
+
+    def __init__(self, client):
+        self.counts: dict[str, int] = {}
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(**{keys.finished("*"): self.add})
+        self.thread = self.pubsub.run_in_thread(sleep_time=0.01, daemon=True)
+
+    def add(self, message):
+        job_id = message["channel"].decode().rsplit(":", 1)[1]
+        self.counts[job_id] = self.counts.get(job_id, 0) + 1
+
+    def stop(self):
+        self.thread.stop()
+
+
+def test_kill_9_while_holding_a_batch_loses_no_job(env):
+    client = env["client"]
+    counter = FinishCounter(client)
+    jobs = submit_many(env["base"], [GOOD] * 1500)
+    worker = start_worker(env["redis"].url, models=["poison"], wait_ready=False,
+                          **env["settings"])
+    env["procs"].append(worker)
+
+    def holding_a_batch():
+        pending = client.xpending(keys.stream("poison"), keys.GROUP)["pending"]
+        return pending > 0 and client.xlen(keys.stream("poison")) < 1400
+
+    wait_until_serving(worker, env["redis"].url, ["poison"])
+    wait_for(holding_a_batch, 60, "the worker to hold a batch", interval_s=0.002)
+    worker.kill9()
+    held = client.xpending(keys.stream("poison"), keys.GROUP)["pending"]
+    assert held > 0  # the dead worker took entries with it that nobody acked
+    assert not worker.alive()
+
+    replacement = start_worker(env["redis"].url, models=["poison"], **env["settings"])
+    env["procs"].append(replacement)
+    deadline = time.monotonic() + CLAIM_IDLE_S + 15
+    for job in jobs:
+        left = max(0.1, deadline - time.monotonic())
+        resp = requests.get(job["urls"]["get"], params={"wait": left}, timeout=left + 10).json()
+        assert resp["status"] == "succeeded", resp
+    time.sleep(0.5)  # let the last finish messages arrive
+    counter.stop()
+    assert set(counter.counts) == {j["id"] for j in jobs}
+    assert set(counter.counts.values()) == {1}  # every job finished exactly once
+    assert client.xlen(keys.stream("poison")) == 0
+    assert client.xpending(keys.stream("poison"), keys.GROUP)["pending"] == 0
+
+
+def test_poison_input_fails_after_max_attempts_while_others_complete(env):
+    worker = start_worker(env["redis"].url, models=["poison"], max_attempts=2,
+                          **env["settings"])
+    env["procs"].append(worker)
+    images = [GOOD] * 10 + [POISON] + [GOOD] * 10
+    jobs = submit_many(env["base"], images, threads=4)
+    results = {}
+    for job in jobs:
+        results[job["id"]] = requests.get(job["urls"]["get"], params={"wait": 30},
+                                          timeout=40).json()
+    poison = [results[j["id"]] for j, data in zip(jobs, images) if data is POISON][0]
+    assert poison["status"] == "failed"
+    assert "poison input: a white pixel" in poison["error"]
+    assert "failed 2 attempts" in poison["error"]
+    assert poison["outputs"][0]["status"] == "failed"
+    others = [results[j["id"]]["status"] for j, data in zip(jobs, images) if data is GOOD]
+    assert others == ["succeeded"] * 20
+    # The worker is still serving.
+    assert worker.alive()
+    later = submit_many(env["base"], [GOOD] * 3)
+    for job in later:
+        assert requests.get(job["urls"]["get"], params={"wait": 30},
+                            timeout=40).json()["status"] == "succeeded"
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits(env):
+    client = env["client"]
+    worker = start_worker(env["redis"].url, models=["poison"], **env["settings"])
+    env["procs"].append(worker)
+    jobs = submit_many(env["base"], [GOOD] * 300)
+    wait_for(lambda: client.xlen(keys.stream("poison")) < 300, 30, "the worker to start work")
+    worker.signal(signal.SIGTERM)
+    worker.proc.wait(30)
+    assert worker.proc.returncode == 0, worker.output()[-3000:]
+    # Nothing is left held by the stopped worker, nor half-done.
+    assert client.xpending(keys.stream("poison"), keys.GROUP)["pending"] == 0
+    statuses = [client.hget(keys.job(j["id"]), "status").decode() for j in jobs]
+    assert set(statuses) <= {"succeeded", "queued"} and "succeeded" in statuses
+    assert live_workers(client, 10) == []
+    # What it left queued, the next worker serves.
+    worker2 = start_worker(env["redis"].url, models=["poison"], **env["settings"])
+    env["procs"].append(worker2)
+    for job in jobs:
+        assert requests.get(job["urls"]["get"], params={"wait": 30},
+                            timeout=40).json()["status"] == "succeeded"
