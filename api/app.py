@@ -40,11 +40,23 @@ class Context:
             self.redis.sismember(keys.models(), name))
 
 
+def _setup_logging(level: str):
+    """gunicorn configures only its own loggers: give ours a handler, once."""
+    log = logging.getLogger("inferq")
+    log.setLevel(level)
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] "
+                                               "%(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+
+
 def create_app(config: dict | None = None) -> Flask:
     """`config` overrides settings by field name (e.g. {"redis_url": ...}); the rest come from
     INFERQ_* environment variables."""
     settings = load_settings(**(config or {}))
-    logging.getLogger("inferq").setLevel(settings.log_level)
+    _setup_logging(settings.log_level)
     app = Flask("inferq")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

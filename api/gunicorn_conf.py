@@ -12,5 +12,7 @@ threads = _settings.api_threads
 timeout = int(_settings.max_long_poll_s) + 30
 graceful_timeout = 10
 keepalive = 5
-accesslog = "-"
+# One line per request when asked for (INFERQ_API_ACCESS_LOG=1); the app itself logs one line
+# per job event.
+accesslog = "-" if _settings.api_access_log else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

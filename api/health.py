@@ -19,6 +19,8 @@ def readyz():
     workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
     served = sorted({m["name"] for w in workers for m in w["models"]})
     if not served:
-        return error_response(503, "not_ready", "no live worker serves a model yet",
+        broken = {name: reason for w in workers for name, reason in w["unavailable"].items()}
+        detail = f"; unavailable: {broken}" if broken else ""
+        return error_response(503, "not_ready", f"no live worker serves a model yet{detail}",
                               {"Retry-After": "2"})
     return jsonify({"status": "ready", "models": served, "workers": len(workers)})

@@ -13,6 +13,7 @@ class Settings:
     api_port: int = 8000
     api_workers: int = 2
     api_threads: int = 32
+    api_access_log: bool = False
     model_repository: str = "models"
     # Worker: which models to serve (comma-separated names; empty = every model in the repository).
     models: str = ""
@@ -55,6 +56,16 @@ class Settings:
         return self.heartbeat_s * 3
 
 
+def _parse(kind, raw: str):
+    if kind is int:
+        return int(raw.replace("_", ""))
+    if kind is bool:
+        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(raw)
+        return raw.lower() in ("1", "true", "yes", "on")
+    return kind(raw)
+
+
 def load_settings(environ=None, **overrides) -> Settings:
     """Build Settings from `environ` (default os.environ), then apply keyword overrides."""
     environ = os.environ if environ is None else environ
@@ -64,9 +75,9 @@ def load_settings(environ=None, **overrides) -> Settings:
         if raw is None or raw == "":
             continue
         try:
-            values[f.name] = f.type(raw) if f.type is not int else int(raw.replace("_", ""))
+            values[f.name] = _parse(f.type, raw)
         except ValueError:
-            kind = "whole number" if f.type is int else "number"
+            kind = {int: "whole number", float: "number", bool: "boolean (1/0, true/false)"}[f.type]
             raise SettingsError(f"INFERQ_{f.name.upper()} must be a {kind}, got {raw!r}") from None
     values.update(overrides)
     return Settings(**values)

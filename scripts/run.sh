@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Start the whole stack locally: a private Redis (unless INFERQ_REDIS_URL is set), the API under
 # gunicorn, and one worker serving the demo model. Ctrl-C stops everything this script started.
+# Each child runs in its own session (setsid), so Ctrl-C reaches only this script, which stops
+# them in order: worker and API first (the worker finishes its batch), Redis last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 RUN_DIR=${INFERQ_RUN_DIR:-.run}
 PORT=${INFERQ_API_PORT:-8000}
-mkdir -p "$RUN_DIR/redis"
+mkdir -p "$RUN_DIR/redis" && RUN_DIR=$(cd "$RUN_DIR" && pwd)
 
 api_pid="" worker_pid="" redis_pid=""
 stop() {
@@ -18,18 +20,17 @@ stop() {
   [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   exit "${1:-0}"
 }
-trap 'stop 130' INT
-trap 'stop 143' TERM
+trap 'stop 0' INT TERM
 trap 'stop $?' EXIT
 
 if [ -z "${INFERQ_REDIS_URL:-}" ]; then
   redis_port=${INFERQ_REDIS_PORT:-$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
   # AOF fsynced every second; noeviction so a full Redis refuses new jobs instead of dropping
   # queued ones; hz 100 so short blocking reads return on time.
-  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$RUN_DIR/redis" \
+  setsid redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$RUN_DIR/redis" \
     --appendonly yes --appendfsync everysec --save "" --hz 100 \
     --maxmemory "${INFERQ_REDIS_MAXMEMORY:-0}" --maxmemory-policy noeviction \
-    --logfile "$(pwd)/$RUN_DIR/redis.log" &
+    --logfile "$RUN_DIR/redis.log" &
   redis_pid=$!
   export INFERQ_REDIS_URL="redis://127.0.0.1:$redis_port/0"
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -37,21 +38,31 @@ if [ -z "${INFERQ_REDIS_URL:-}" ]; then
   echo "run.sh: redis on $INFERQ_REDIS_URL (data in $RUN_DIR/redis)"
 fi
 export INFERQ_API_PORT=$PORT
+# Models may name custom objects in modules of this checkout (config "custom_objects").
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
-"$VENV/bin/gunicorn" -c api/gunicorn_conf.py "api.app:create_app()" &
+setsid "$VENV/bin/gunicorn" -c api/gunicorn_conf.py "api.app:create_app()" &
 api_pid=$!
-"$VENV/bin/celery" -A worker.app worker --loglevel INFO --hostname "inferq-worker@%h" &
+setsid "$VENV/bin/celery" -A worker.app worker --loglevel INFO --hostname "inferq-worker@%h" &
 worker_pid=$!
 
-echo "run.sh: waiting for the worker to load the model ..."
-for _ in $(seq 240); do
-  if "$VENV/bin/python" - "$PORT" <<'PY' 2>/dev/null; then break; fi
+echo "run.sh: waiting for the worker to load and warm the model ..."
+ready=""
+for _ in $(seq 180); do
+  if "$VENV/bin/python" - "$PORT" <<'PY' 2>/dev/null; then ready=1; break; fi
 import sys, urllib.request
 urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
 PY
   kill -0 "$api_pid" 2>/dev/null && kill -0 "$worker_pid" 2>/dev/null || { echo "run.sh: a process exited during start-up" >&2; exit 1; }
-  sleep 0.5
+  sleep 1
 done
+if [ -z "$ready" ]; then
+  echo "run.sh: no worker became ready in 180 s; its log above says why. /readyz says:" >&2
+  "$VENV/bin/python" -c "import urllib.request, urllib.error
+try: urllib.request.urlopen('http://127.0.0.1:$PORT/readyz', timeout=2)
+except urllib.error.HTTPError as e: print(e.read().decode())" >&2
+  exit 1
+fi
 cat <<MSG
 
 inferq is ready on http://localhost:$PORT (Ctrl-C stops it). Try:
