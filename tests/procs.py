@@ -125,11 +125,14 @@ def start_api(redis_url: str, **settings) -> tuple[Proc, str]:
     return proc, base
 
 
-def start_worker(redis_url: str, models=None, wait_ready: bool = True, **settings) -> Proc:
+def start_worker(redis_url: str, models=None, wait_ready: bool = True, gpu=None,
+                 **settings) -> Proc:
     args = [str(BIN / "celery"), "-A", "worker.app", "worker", "--loglevel", "INFO",
             "--without-mingle", "--without-gossip", "--hostname", f"test-{free_port()}@%h"]
     if models:
         args += ["--models", ",".join(models)]
+    if gpu is not None:
+        args += ["--gpu", str(gpu)]
     proc = Proc(args, service_env(redis_url, **settings), "worker")
     if wait_ready:
         wait_until_serving(proc, redis_url, models or ["shapes"])

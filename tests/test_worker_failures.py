@@ -139,8 +139,12 @@ def test_poison_input_fails_after_max_attempts_while_others_complete(env):
 
 def test_sigterm_finishes_the_batch_in_hand_and_exits(env):
     client = env["client"]
-    worker = start_worker(env["redis"].url, models=["poison"], **env["settings"])
+    worker = start_worker(env["redis"].url, models=["poison"], gpu=0, **env["settings"])
     env["procs"].append(worker)
+    # --gpu pins the device before TensorFlow loads (no GPU here: it serves on the CPU).
+    [info] = live_workers(client, 10)
+    assert info["gpu"] == "0" and info["cuda_visible_devices"] == "0"
+    assert info["models"][0]["device"] == "CPU"
     jobs = submit_many(env["base"], [GOOD] * 300)
     wait_for(lambda: client.xlen(keys.stream("poison")) < 300, 30, "the worker to start work")
     worker.signal(signal.SIGTERM)

@@ -80,6 +80,7 @@ class InferenceService:
     def info(self) -> dict:
         return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
                 "gpu": self.gpu or None, "at": time.time(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "models": [{"name": l.spec.name, "version": l.spec.version,
                             "device": l.predictor.device, "max_batch_size": l.spec.max_batch_size,
                             "labels": l.spec.labels, "input_size": list(l.spec.size)}
