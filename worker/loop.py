@@ -15,6 +15,7 @@ from worker.preprocess import DecodeError, decode_image
 
 log = logging.getLogger("inferq.worker")
 READ_BLOCK_MS = 1000  # how long an idle read waits; bounds how fast a stop is noticed
+REDIS_DOWN = (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError)
 
 
 def describe(exc: Exception) -> str:
@@ -58,13 +59,14 @@ class ModelLoop:
         except redis_lib.RedisError:
             pass
 
-    def _retry(self, fn, *args):
-        """Call `fn` until Redis answers; a worker outlives a Redis restart."""
+    def _retry(self, fn, *args, until_stopped: bool = True):
+        """Call `fn` until Redis answers; a worker outlives a Redis restart. Gives up (None)
+        once the worker is stopping, unless `until_stopped` is False (results in hand)."""
         while True:
             try:
                 return fn(*args)
-            except (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError) as exc:
-                if self.stopping.is_set() and fn != self.store.finish:
+            except REDIS_DOWN as exc:
+                if until_stopped and self.stopping.is_set():
                     return None
                 log.warning("redis unavailable (%s); retrying in 1 s", exc)
                 time.sleep(1.0)
@@ -73,8 +75,15 @@ class ModelLoop:
     def _read_loop(self):
         while not self.stopping.is_set():
             self._slot.acquire()
-            batch = self._retry(self._collect) or []
-            batch = self._retry(self._admit, batch) or []
+            try:
+                batch = self._retry(self._collect) or []
+                batch = self._retry(self._admit, batch) or []
+            except Exception:  # e.g. the group vanished with a FLUSHALL: recreate, go on
+                log.exception("model %s: reading the stream failed; retrying in 1 s",
+                              self.spec.name)
+                batch = []
+                time.sleep(1.0)
+                self._retry(self.consumer.ensure_group)
             if not batch:
                 self._slot.release()
                 continue
@@ -125,19 +134,25 @@ class ModelLoop:
             if item is None:
                 return
             self._slot.release()
-            entries, futures = item
-            results, ready, images = [], [], []
-            for entry, future in zip(entries, futures):
-                try:
-                    images.append(future.result())
-                    ready.append(entry)
-                except DecodeError as exc:
-                    log.info("job %s input %d: %s", entry.job_id, entry.idx, exc)
-                    results.append(InputResult(entry.id, entry.job_id, entry.idx, error=str(exc)))
-            if ready:
-                results += self._predict(ready, images)
-            if results:
-                self._retry(self.store.finish, self.spec.name, results)
+            try:
+                self._run_batch(*item)
+            except Exception:  # unacked inputs are reclaimed and retried; keep serving
+                log.exception("model %s: a batch failed outside the model; its inputs will be "
+                              "retried after claim_idle_s", self.spec.name)
+
+    def _run_batch(self, entries, futures):
+        results, ready, images = [], [], []
+        for entry, future in zip(entries, futures):
+            try:
+                images.append(future.result())
+                ready.append(entry)
+            except DecodeError as exc:
+                log.info("job %s input %d: %s", entry.job_id, entry.idx, exc)
+                results.append(InputResult(entry.id, entry.job_id, entry.idx, error=str(exc)))
+        if ready:
+            results += self._predict(ready, images)
+        if results:
+            self._retry(self.store.finish, self.spec.name, results, until_stopped=False)
 
     def _predict(self, entries, images) -> list[InputResult]:
         started = time.time()
