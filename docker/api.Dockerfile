@@ -19,6 +19,7 @@ COPY worker ./worker
 COPY jobs ./jobs
 COPY batching ./batching
 COPY demo ./demo
+COPY webhooks ./webhooks
 
 # The last two checks fail the build if TensorFlow (or the worker's Celery) got in.
 # Versions are bounded by pyproject.toml (no lock file).

@@ -25,10 +25,10 @@ COPY pyproject.toml README.md ./
 RUN set -eux; \
     case "$INFERQ_TF_EXTRA" in cpu|gpu) ;; \
       *) echo "INFERQ_TF_EXTRA must be cpu or gpu, not '$INFERQ_TF_EXTRA'" >&2; exit 1 ;; esac; \
-    for p in api worker jobs batching demo; do mkdir -p "$p"; touch "$p/__init__.py"; done; \
+    for p in api worker jobs batching demo webhooks; do mkdir -p "$p"; touch "$p/__init__.py"; done; \
     pip install --no-cache-dir ".[worker,${INFERQ_TF_EXTRA}]"; \
     pip uninstall -y inferq; \
-    rm -rf api worker jobs batching demo build ./*.egg-info
+    rm -rf api worker jobs batching demo webhooks build ./*.egg-info
 
 # The code. All packages listed in pyproject.toml must be present for `pip install .`.
 COPY api ./api
@@ -36,6 +36,7 @@ COPY worker ./worker
 COPY jobs ./jobs
 COPY batching ./batching
 COPY demo ./demo
+COPY webhooks ./webhooks
 
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \

@@ -1,0 +1,1 @@
+"""Signed webhook delivery: SSRF guard, signing, the delivery worker."""
