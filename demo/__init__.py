@@ -1,0 +1,1 @@
+"""Demo material: the synthetic `shapes` model (generator and training script)."""
