@@ -1,15 +1,15 @@
-"""/v1/models/<model>/jobs (submit), /v1/jobs/<id> (get, long-poll) and /v1/jobs/<id>/cancel."""
-import base64
-import binascii
-import json
+"""/v1/models/<model>/jobs (submit), /v1/jobs/<id> (get, long-poll), .../cancel and
+.../deliveries."""
 import logging
-from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify, request
 
 from api.errors import ApiError
-from api.images import check_image
-from jobs.store import FINAL, BacklogFull, is_job_id
+from api.inputs import read_request
+from api.options import idempotency, prefer_wait, webhook_fields
+from jobs.deliveries import Deliveries
+from jobs.public import job_json
+from jobs.store import FINAL, BacklogFull, IdempotencyConflict, is_job_id
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("inferq.api")
@@ -20,16 +20,34 @@ def submit(model):
     ctx = current_app.extensions["inferq"]
     if not ctx.model_exists(model):
         raise ApiError(404, "unknown_model", f"no model named {model!r}; GET /v1/models lists them")
-    inputs = _read_inputs(ctx.settings)
+    inputs, options = read_request(ctx.settings)
+    fields = webhook_fields(ctx.settings, options)
+    wait_s = prefer_wait(ctx.settings.max_long_poll_s)
     try:
-        record = ctx.store.enqueue(model, inputs)
+        record, replayed = ctx.store.enqueue(model, inputs, fields=fields,
+                                             idempotency=idempotency(model, inputs, fields))
     except BacklogFull:
         raise ApiError(503, "backlog_full", f"model {model!r} already has "
                        f"{ctx.settings.max_backlog} inputs waiting; try again shortly",
                        {"Retry-After": "5"}) from None
-    log.info("job %s queued: model=%s inputs=%d", record["id"], model, len(inputs))
-    body = job_json(record)
-    return jsonify(body), 202, {"Location": body["urls"]["get"]}
+    except IdempotencyConflict as exc:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for a "
+                       f"different request (job {exc.job_id})") from None
+    if record is None:
+        raise ApiError(409, "idempotent_job_expired", "this Idempotency-Key made a job whose "
+                       "result has expired")
+    headers = {}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        log.info("job %s queued: model=%s inputs=%d", record["id"], model, len(inputs))
+    if wait_s is not None:
+        record = ctx.store.wait(record["id"], wait_s) or record
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+    body = job_json(record, request.host_url)
+    headers["Location"] = body["urls"]["get"]
+    finished = record["status"] in FINAL and (wait_s is not None or replayed)
+    return jsonify(body), 200 if finished else 202, headers
 
 
 @bp.get("/v1/jobs/<job_id>")
@@ -39,7 +57,7 @@ def get(job_id):
     record = ctx.store.wait(job_id, wait_s) if is_job_id(job_id) else None
     if record is None:
         raise _no_job(job_id)
-    return jsonify(job_json(record))
+    return jsonify(job_json(record, request.host_url))
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
@@ -53,7 +71,15 @@ def cancel(job_id):
         raise ApiError(409, "already_finished", f"job {job_id} already ended as "
                        f"{record['status'] if record else 'finished'}; it cannot be canceled")
     log.info("job %s canceled", job_id)
-    return jsonify(job_json(record))
+    return jsonify(job_json(record, request.host_url))
+
+
+@bp.get("/v1/jobs/<job_id>/deliveries")
+def deliveries(job_id):
+    ctx = current_app.extensions["inferq"]
+    if not is_job_id(job_id) or ctx.store.get(job_id) is None:
+        raise _no_job(job_id)
+    return jsonify({"deliveries": Deliveries(ctx.redis, ctx.store.delivery_ttl_s).for_job(job_id)})
 
 
 def _no_job(job_id):
@@ -71,83 +97,3 @@ def _wait_param(cap_s: float) -> float:
     if not 0 <= value < float("inf"):
         raise ApiError(400, "invalid_wait", f"wait must be a number of seconds, got {raw!r}")
     return min(value, cap_s)
-
-
-def _read_inputs(settings) -> list[bytes]:
-    mimetype = request.mimetype
-    if mimetype == "multipart/form-data":
-        inputs = [f.read() for f in request.files.getlist("image")]
-        if not inputs:
-            raise ApiError(400, "no_input", "send one or more files in the multipart field 'image'")
-    elif mimetype == "application/json":
-        inputs = _json_images(request.get_data(cache=False))
-    else:
-        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with 'image' "
-                       "files, or application/json with {\"images\": [{\"b64\": ...}]}")
-    if len(inputs) > settings.max_inputs_per_job:
-        raise ApiError(400, "too_many_inputs", f"{len(inputs)} inputs in one job; the limit is "
-                       f"{settings.max_inputs_per_job} (INFERQ_MAX_INPUTS_PER_JOB)")
-    for i, data in enumerate(inputs):
-        check_image(data, settings.max_image_pixels, f"input {i}")
-    return inputs
-
-
-def _json_images(raw: bytes) -> list[bytes]:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-    images = body.get("images") if isinstance(body, dict) else None
-    if not isinstance(images, list) or not images:
-        raise ApiError(400, "no_input", "JSON body must be {\"images\": [{\"b64\": \"...\"}, ...]} "
-                       "with at least one image")
-    out = []
-    for i, item in enumerate(images):
-        b64 = item.get("b64") if isinstance(item, dict) else None
-        if not isinstance(b64, str):
-            raise ApiError(400, "invalid_input", f"images[{i}] must be an object with a string "
-                           f"field 'b64'")
-        if b64.startswith("data:") and "," in b64:
-            b64 = b64.split(",", 1)[1]  # accept data URLs as browsers make them
-        try:
-            out.append(base64.b64decode(b64, validate=True))
-        except (binascii.Error, ValueError):
-            raise ApiError(400, "invalid_base64", f"images[{i}].b64 is not valid base64") from None
-    return out
-
-
-def _iso(ts: str | None) -> str | None:
-    if not ts:
-        return None
-    return datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="milliseconds")
-
-
-def job_json(record: dict) -> dict:
-    """The public form of a job record."""
-    n = int(record["n_inputs"])
-    outputs = []
-    for i in range(n):
-        raw = record.get(f"out:{i}")
-        out = {"index": i, "status": "pending"} if raw is None else {"index": i, **json.loads(raw)}
-        if raw is not None:
-            out["status"] = "failed" if "error" in out else "succeeded"
-        outputs.append(out)
-    metrics = [o["metrics"] for o in outputs if "metrics" in o]
-    base = request.host_url.rstrip("/") + f"/v1/jobs/{record['id']}"
-    return {
-        "id": record["id"],
-        "model": record["model"],
-        "version": record.get("version") or None,
-        "status": record["status"],
-        "created_at": _iso(record.get("created_at")),
-        "started_at": _iso(record.get("started_at")),
-        "completed_at": _iso(record.get("completed_at")),
-        "inputs": n,
-        "outputs": outputs,
-        "error": record.get("error") or None,
-        # The job's figures: its slowest input's queue and predict time, its largest batch.
-        "metrics": {k: max(m[k] for m in metrics) for k in ("queue_ms", "predict_ms",
-                                                           "batch_size")} if metrics else None,
-        "finished": record["status"] in FINAL,
-        "urls": {"get": base, "cancel": base + "/cancel"},
-    }

@@ -31,3 +31,28 @@ def worker(name: str) -> str:
 def models() -> str:
     """Set: names of models some worker has served; they accept jobs even while no worker is up."""
     return f"{PREFIX}models"
+
+
+def idempotency(key_digest: str) -> str:
+    """String "<job id> <request digest>" (expires): the job an Idempotency-Key made."""
+    return f"{PREFIX}idempotency:{key_digest}"
+
+
+def deliveries(job_id: str) -> str:
+    """List: the webhook ids of a job's deliveries."""
+    return f"{PREFIX}job:{job_id}:deliveries"
+
+
+def delivery(webhook_id: str) -> str:
+    """Hash: one webhook delivery (one event of one job): url, status, body, next attempt."""
+    return f"{PREFIX}delivery:{webhook_id}"
+
+
+def delivery_attempts(webhook_id: str) -> str:
+    """List: JSON of each attempt of a delivery."""
+    return f"{PREFIX}delivery:{webhook_id}:attempts"
+
+
+def webhooks_due() -> str:
+    """Sorted set: webhook id -> when its next attempt is due (a claimed one: its lease end)."""
+    return f"{PREFIX}webhooks:due"

@@ -2,6 +2,8 @@
 import os
 from dataclasses import dataclass, fields
 
+from webhooks.ssrf import parse_networks
+
 
 class SettingsError(ValueError):
     """A setting has a value inferq cannot use; the message names the variable."""
@@ -31,9 +33,17 @@ class Settings:
     max_image_pixels: int = 25_000_000
     max_long_poll_s: float = 30.0
     log_level: str = "INFO"
+    # Webhooks: signing secrets (comma-separated whsec_..., several while rotating), networks
+    # let through the SSRF guard (CIDRs, for local development), the retry delays, how long
+    # to keep retrying, and the base URL the delivered job's urls point at.
+    webhook_secret: str = ""
+    webhook_allow_networks: str = ""
+    webhook_retry_schedule_s: str = "5,30,120,600,1800,3600"
+    webhook_max_age_s: float = 86400.0
+    public_url: str = ""
 
     def __post_init__(self):
-        positive = ("api_port", "api_workers", "api_threads", "max_batch_size", "decode_threads", "claim_idle_s", "max_attempts",
+        positive = ("api_port", "api_workers", "api_threads", "webhook_max_age_s", "max_batch_size", "decode_threads", "claim_idle_s", "max_attempts",
                     "heartbeat_s", "result_ttl_s", "max_backlog", "max_body_bytes",
                     "max_inputs_per_job", "max_image_pixels", "max_long_poll_s")
         for name in positive:
@@ -42,6 +52,21 @@ class Settings:
                                     f"got {getattr(self, name)!r}")
         if self.max_wait_s < 0:
             raise SettingsError(f"INFERQ_MAX_WAIT_S must be 0 or more, got {self.max_wait_s!r}")
+        for secret in self.webhook_secrets:
+            if not secret.startswith("whsec_"):
+                raise SettingsError("INFERQ_WEBHOOK_SECRET must be whsec_<base64> secrets, "
+                                    "comma-separated")
+        try:
+            parse_networks(self.webhook_allow_networks)
+        except ValueError as exc:
+            raise SettingsError(f"INFERQ_WEBHOOK_ALLOW_NETWORKS: {exc}") from None
+        try:
+            schedule = self.webhook_retry_schedule
+        except ValueError:
+            schedule = []
+        if not schedule or min(schedule) <= 0:
+            raise SettingsError("INFERQ_WEBHOOK_RETRY_SCHEDULE_S must be comma-separated "
+                                f"positive seconds, got {self.webhook_retry_schedule_s!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"INFERQ_REDIS_URL must be a redis:// or rediss:// URL, "
                                 f"got {self.redis_url!r}")
@@ -49,6 +74,22 @@ class Settings:
     @property
     def model_names(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        return [x.strip() for x in self.webhook_secret.split(",") if x.strip()]
+
+    @property
+    def webhook_retry_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_schedule_s.split(",") if x.strip()]
+
+    @property
+    def webhook_networks(self) -> list:
+        return parse_networks(self.webhook_allow_networks)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://localhost:{self.api_port}"
 
     @property
     def heartbeat_ttl_s(self) -> float:

@@ -8,40 +8,82 @@ from dataclasses import dataclass
 
 from jobs import keys
 
+IDEMPOTENCY_TTL_S = 24 * 3600
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINAL = (SUCCEEDED, FAILED, CANCELED)
 
-# KEYS: job, stream. ARGV: id, model, version, created_at, max_backlog, ttl_s, n, data...
+# KEYS: job, stream[, idempotency]. ARGV: id, model, version, created_at, max_backlog, ttl_s, n,
+# request digest, idempotency ttl_s, n_fields, field, value, ..., data...
+# Returns {'ok'}, {'full'} or {'dup', "<job id> <digest>"} (the key was used before).
 _ENQUEUE = """
+if #KEYS == 3 then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return {'dup', prior} end
+end
 local n = tonumber(ARGV[7])
-if redis.call('XLEN', KEYS[2]) + n > tonumber(ARGV[5]) then return 0 end
+if redis.call('XLEN', KEYS[2]) + n > tonumber(ARGV[5]) then return {'full'} end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'model', ARGV[2], 'version', ARGV[3],
            'status', 'queued', 'created_at', ARGV[4], 'n_inputs', n, 'n_done', 0, 'n_failed', 0)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-for i = 1, n do
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'idx', i - 1, 't', ARGV[4], 'data', ARGV[7 + i])
+local n_fields = tonumber(ARGV[10])
+for i = 1, n_fields do
+  redis.call('HSET', KEYS[1], ARGV[9 + 2 * i], ARGV[10 + 2 * i])
 end
-return 1
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+local first = 11 + 2 * n_fields
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'idx', i, 't', ARGV[4], 'data', ARGV[first + i])
+end
+if #KEYS == 3 then
+  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[8], 'EX', ARGV[9])
+end
+return {'ok'}
 """
 
-# KEYS: job. ARGV: now, model version. Returns the status afterwards (false: job gone).
-_START = """
+# Shared by the scripts that change a job's state: when the job has a webhook for `event`,
+# create its delivery and make it due now, in the same atomic step as the state change.
+# KEYS passed: job, deliveries list, the event's delivery hash, the due set.
+_SCHEDULE_WEBHOOK = """
+local function schedule_webhook(job_key, list_key, delivery_key, due_key, event, now, ttl)
+  local url = redis.call('HGET', job_key, 'webhook')
+  if not url or url == '' then return end
+  local events = ',' .. (redis.call('HGET', job_key, 'webhook_events') or 'completed') .. ','
+  if not string.find(events, ',' .. event .. ',', 1, true) then return end
+  if redis.call('EXISTS', delivery_key) == 1 then return end
+  local job_id = redis.call('HGET', job_key, 'id')
+  local wid = 'msg_' .. job_id .. '_' .. event
+  redis.call('HSET', delivery_key, 'id', wid, 'job', job_id, 'event', event, 'url', url,
+             'status', 'pending', 'created_at', now, 'next_at', now, 'attempts', 0)
+  redis.call('EXPIRE', delivery_key, ttl)
+  redis.call('RPUSH', list_key, wid)
+  redis.call('EXPIRE', list_key, ttl)
+  redis.call('ZADD', due_key, now, wid)
+end
+"""
+
+# KEYS: job, deliveries, started delivery, due. ARGV: now, model version, delivery ttl_s.
+# Returns the status afterwards (false: job gone).
+_START = _SCHEDULE_WEBHOOK + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'version', ARGV[2])
+  schedule_webhook(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 'started', ARGV[1], ARGV[3])
   return 'running'
 end
 return st
 """
 
-# KEYS: job, finished channel. ARGV: idx, output json, failed (0/1), now, ttl_s, error.
+# KEYS: job, finished channel, deliveries, started delivery, completed delivery, due.
+# ARGV: idx, output json, failed (0/1), now, ttl_s, error, delivery ttl_s.
 # Returns -1 job gone, 0 duplicate or job already final, 1 recorded, 2 recorded and job finished.
-_FINISH = """
+_FINISH = _SCHEDULE_WEBHOOK + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return -1 end
 if st ~= 'queued' and st ~= 'running' then return 0 end
 if redis.call('HSETNX', KEYS[1], 'out:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
-if st == 'queued' then redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4]) end
+if st == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4])
+  schedule_webhook(KEYS[1], KEYS[3], KEYS[4], KEYS[6], 'started', ARGV[4], ARGV[7])
+end
 if ARGV[3] == '1' then
   redis.call('HINCRBY', KEYS[1], 'n_failed', 1)
   redis.call('HSETNX', KEYS[1], 'first_error', ARGV[6])
@@ -63,24 +105,44 @@ if failed > 0 then
 end
 redis.call('HSET', KEYS[1], 'status', status, 'completed_at', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+schedule_webhook(KEYS[1], KEYS[3], KEYS[5], KEYS[6], 'completed', ARGV[4], ARGV[7])
 redis.call('PUBLISH', KEYS[2], status)
 return 2
 """
 
-# KEYS: job, finished channel. ARGV: now, ttl_s. Returns -1 gone, 0 already final, 1 canceled.
-_CANCEL = """
+# KEYS: job, finished channel, deliveries, completed delivery, due. ARGV: now, ttl_s,
+# delivery ttl_s. Returns -1 gone, 0 already final, 1 canceled.
+_CANCEL = _SCHEDULE_WEBHOOK + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return -1 end
 if st ~= 'queued' and st ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+schedule_webhook(KEYS[1], KEYS[3], KEYS[4], KEYS[5], 'completed', ARGV[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], 'canceled')
 return 1
 """
 
 
+WEBHOOK_EVENTS = ("started", "completed")
+WEBHOOK_MAX_AGE_S = 24 * 3600  # deliveries are retried this long; their records outlive the job
+
+
 class BacklogFull(Exception):
     """The model's stream already holds `max_backlog` inputs."""
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+    def __init__(self, job_id: str):
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+def webhook_id(job_id: str, event: str) -> str:
+    """The same id on every attempt of one event, so receivers can drop duplicates."""
+    return f"msg_{job_id}_{event}"
 
 
 @dataclass
@@ -106,20 +168,41 @@ class JobStore:
         self.redis = redis
         self.result_ttl_s = result_ttl_s
         self.max_backlog = max_backlog
+        self.delivery_ttl_s = result_ttl_s + WEBHOOK_MAX_AGE_S + 3600
         self._enqueue = redis.register_script(_ENQUEUE)
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
 
-    def enqueue(self, model: str, inputs: list[bytes], version: str = "") -> dict:
-        """Write the job record and one stream entry per input in one round trip."""
+    def enqueue(self, model: str, inputs: list[bytes], version: str = "",
+                fields: dict | None = None, idempotency: tuple[str, str] | None = None
+                ) -> tuple[dict, bool]:
+        """Write the job record and one stream entry per input in one round trip. `fields` are
+        extra record fields (the webhook); `idempotency` is (key digest, request digest).
+        Returns (job record, replayed): replayed when the key already made this job."""
         job_id, now = new_job_id(), time.time()
-        args = [job_id, model, version, repr(now), self.max_backlog, self.result_ttl_s, len(inputs)]
-        if not self._enqueue(keys=[keys.job(job_id), keys.stream(model)], args=args + inputs):
+        fields = fields or {}
+        job_keys = [keys.job(job_id), keys.stream(model)]
+        if idempotency:
+            job_keys.append(keys.idempotency(idempotency[0]))
+        digest = idempotency[1] if idempotency else ""
+        args = [job_id, model, version, repr(now), self.max_backlog, self.result_ttl_s,
+                len(inputs), digest, IDEMPOTENCY_TTL_S, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
+        reply = self._enqueue(keys=job_keys, args=args + inputs)
+        outcome = reply[0].decode()
+        if outcome == "full":
             raise BacklogFull(model)
-        return {"id": job_id, "model": model, "version": version, "status": QUEUED,
-                "created_at": repr(now), "n_inputs": str(len(inputs)), "n_done": "0",
-                "n_failed": "0"}
+        if outcome == "dup":
+            prior_id, prior_digest = reply[1].decode().split(" ", 1)
+            if prior_digest != digest:
+                raise IdempotencyConflict(prior_id)
+            return self.get(prior_id), True
+        record = {"id": job_id, "model": model, "version": version, "status": QUEUED,
+                  "created_at": repr(now), "n_inputs": str(len(inputs)), "n_done": "0",
+                  "n_failed": "0", **fields}
+        return record, False
 
     def get(self, job_id: str) -> dict | None:
         raw = self.redis.hgetall(keys.job(job_id))
@@ -131,7 +214,9 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         now = repr(time.time())
         for job_id in job_ids:
-            self._start(keys=[keys.job(job_id)], args=[now, version], client=pipe)
+            self._start(keys=[keys.job(job_id), keys.deliveries(job_id),
+                              keys.delivery(webhook_id(job_id, "started")), keys.webhooks_due()],
+                        args=[now, version, self.delivery_ttl_s], client=pipe)
         return {j: (s.decode() if s else None) for j, s in zip(job_ids, pipe.execute())}
 
     def finish(self, model: str, results: list[InputResult]) -> list[str]:
@@ -141,9 +226,14 @@ class JobStore:
         now = repr(time.time())
         for res in results:
             payload = json.dumps(res.output if res.error is None else {"error": res.error})
-            self._finish(keys=[keys.job(res.job_id), keys.finished(res.job_id)],
+            self._finish(keys=[keys.job(res.job_id), keys.finished(res.job_id),
+                               keys.deliveries(res.job_id),
+                               keys.delivery(webhook_id(res.job_id, "started")),
+                               keys.delivery(webhook_id(res.job_id, "completed")),
+                               keys.webhooks_due()],
                          args=[res.idx, payload, int(res.error is not None), now,
-                               self.result_ttl_s, res.error or ""], client=pipe)
+                               self.result_ttl_s, res.error or "", self.delivery_ttl_s],
+                         client=pipe)
         entry_ids = [res.entry_id for res in results]
         if entry_ids:
             pipe.xack(keys.stream(model), keys.GROUP, *entry_ids)
@@ -153,8 +243,11 @@ class JobStore:
 
     def cancel(self, job_id: str) -> int:
         """1 canceled, 0 already final, -1 no such job."""
-        return self._cancel(keys=[keys.job(job_id), keys.finished(job_id)],
-                            args=[repr(time.time()), self.result_ttl_s])
+        return self._cancel(keys=[keys.job(job_id), keys.finished(job_id),
+                                  keys.deliveries(job_id),
+                                  keys.delivery(webhook_id(job_id, "completed")),
+                                  keys.webhooks_due()],
+                            args=[repr(time.time()), self.result_ttl_s, self.delivery_ttl_s])
 
     def wait(self, job_id: str, timeout_s: float) -> dict | None:
         """The job record once it is final, or as it stands when `timeout_s` runs out.

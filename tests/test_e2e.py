@@ -104,7 +104,7 @@ def test_json_base64_submit_and_long_poll(stack):
 def test_an_undecodable_input_fails_only_its_own_job(stack):
     # Bypass the API's checks, as a bug or another producer might, to reach the worker's guard.
     store = JobStore(redis.Redis.from_url(stack["redis"].url), 600, 10000)
-    bad = store.enqueue("shapes", [b"\x89PNG\r\n\x1a\n not really a png"])
+    bad, _ = store.enqueue("shapes", [b"\x89PNG\r\n\x1a\n not really a png"])
     good = submit(stack["base"], [("c.png", (EXAMPLES / "circle.png").read_bytes())])
     bad_record = store.wait(bad["id"], 30)
     assert bad_record["status"] == "failed" and "cannot decode image" in bad_record["error"]

@@ -24,7 +24,7 @@ def consumer(r, name="w1"):
 
 
 def test_enqueue_writes_record_and_one_entry_per_input(store, r):
-    job = store.enqueue("m", [b"a", b"bb", b"ccc"])
+    job, _ = store.enqueue("m", [b"a", b"bb", b"ccc"])
     record = store.get(job["id"])
     assert record["status"] == "queued" and record["n_inputs"] == "3"
     assert 0 < r.ttl(keys.job(job["id"])) <= 60  # a job that never runs still expires
@@ -43,7 +43,7 @@ def test_backlog_limit_refuses_whole_jobs(store, r):
 
 
 def test_job_finishes_exactly_once_when_inputs_are_delivered_twice(store, r):
-    job = store.enqueue("m", [b"a", b"b"])
+    job, _ = store.enqueue("m", [b"a", b"b"])
     c = consumer(r)
     first, second = c.read(10)
     assert store.finish("m", [InputResult(first.id, job["id"], 0, output=OK)]) == []
@@ -60,7 +60,7 @@ def test_job_finishes_exactly_once_when_inputs_are_delivered_twice(store, r):
 
 
 def test_a_failed_input_fails_its_job_with_the_reason(store, r):
-    job = store.enqueue("m", [b"a", b"b"])
+    job, _ = store.enqueue("m", [b"a", b"b"])
     e0, e1 = consumer(r).read(10)
     store.finish("m", [InputResult(e0.id, job["id"], 0, output=OK),
                        InputResult(e1.id, job["id"], 1, error="cannot decode image")])
@@ -70,7 +70,7 @@ def test_a_failed_input_fails_its_job_with_the_reason(store, r):
 
 
 def test_cancel_only_unfinished_jobs(store, r):
-    queued = store.enqueue("m", [b"a"])
+    queued, _ = store.enqueue("m", [b"a"])
     assert store.cancel(queued["id"]) == 1
     assert store.get(queued["id"])["status"] == "canceled"
     assert store.cancel(queued["id"]) == 0
@@ -80,7 +80,7 @@ def test_cancel_only_unfinished_jobs(store, r):
 
 
 def test_start_marks_running_and_records_the_version(store):
-    job = store.enqueue("m", [b"a"])
+    job, _ = store.enqueue("m", [b"a"])
     assert store.start([job["id"], job["id"]], "3") == {job["id"]: "running"}
     record = store.get(job["id"])
     assert record["version"] == "3" and record["started_at"]
@@ -88,7 +88,7 @@ def test_start_marks_running_and_records_the_version(store):
 
 
 def test_wait_wakes_on_the_finish_signal(store, r):
-    job = store.enqueue("m", [b"a"])
+    job, _ = store.enqueue("m", [b"a"])
     entry = consumer(r).read(1)[0]
     timer = threading.Timer(0.3, store.finish, ["m", [InputResult(entry.id, job["id"], 0,
                                                                   output=OK)]])
@@ -99,13 +99,13 @@ def test_wait_wakes_on_the_finish_signal(store, r):
 
 
 def test_wait_returns_the_unfinished_job_when_time_runs_out(store):
-    job = store.enqueue("m", [b"a"])
+    job, _ = store.enqueue("m", [b"a"])
     assert store.wait(job["id"], timeout_s=0.2)["status"] == "queued"
     assert store.wait("no-such-job-at-all", timeout_s=0.2) is None
 
 
 def test_reclaim_takes_entries_of_a_dead_consumer_and_counts_deliveries(store, r):
-    job = store.enqueue("m", [b"a", b"b"])
+    job, _ = store.enqueue("m", [b"a", b"b"])
     dead = consumer(r, "dead")
     assert len(dead.read(10)) == 2  # read, never acked: its worker died
     alive = consumer(r, "alive")

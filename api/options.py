@@ -1,0 +1,61 @@
+"""Submit options: a webhook (checked against SSRF here and again at delivery), `Prefer: wait`,
+and `Idempotency-Key`."""
+import hashlib
+import re
+
+from flask import request
+
+from api.errors import ApiError
+from jobs.store import WEBHOOK_EVENTS
+from webhooks.ssrf import UnsafeURL, check_url
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.I)
+
+
+def webhook_fields(settings, options: dict) -> dict:
+    """Job record fields for the webhook options (none without a webhook)."""
+    url, events = options.get("webhook"), options.get("webhook_events_filter")
+    if url in (None, ""):
+        if events:
+            raise ApiError(400, "invalid_webhook", "webhook_events_filter needs a webhook")
+        return {}
+    if not isinstance(url, str) or len(url) > 2048:
+        raise ApiError(400, "invalid_webhook", "webhook must be an http(s) URL string")
+    if not settings.webhook_secrets:
+        raise ApiError(400, "webhooks_disabled", "this server sends no webhooks: its "
+                       "INFERQ_WEBHOOK_SECRET is not set")
+    try:
+        check_url(url, settings.webhook_networks)
+    except UnsafeURL as exc:
+        raise ApiError(400, "invalid_webhook", f"webhook refused: {exc}") from None
+    events = events if events is not None else ["completed"]
+    if (not isinstance(events, list) or not events
+            or not all(isinstance(e, str) and e.strip() in WEBHOOK_EVENTS for e in events)):
+        raise ApiError(400, "invalid_webhook", "webhook_events_filter must be a non-empty list "
+                       f"of {', '.join(WEBHOOK_EVENTS)}")
+    return {"webhook": url, "webhook_events": ",".join(sorted({e.strip() for e in events}))}
+
+
+def prefer_wait(cap_s: float) -> float | None:
+    """Seconds asked for by `Prefer: wait=N` (capped), or None."""
+    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(float(match.group(1)), cap_s) if match else None
+
+
+def idempotency(model: str, inputs: list[bytes], fields: dict) -> tuple[str, str] | None:
+    """(key digest, request digest) for an `Idempotency-Key` header, or None. The request
+    digest covers what the job is made of, not the bytes of the body, so the same images sent
+    again with another multipart boundary count as the same request."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 "
+                       "printable characters")
+    digest = hashlib.sha256()
+    for part in (model, fields.get("webhook", ""), fields.get("webhook_events", "")):
+        digest.update(part.encode() + b"\0")
+    for data in inputs:
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return hashlib.sha256(key.encode()).hexdigest(), digest.hexdigest()
