@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the whole stack locally: a private Redis (unless INFERQ_REDIS_URL is set), the API under
-# gunicorn, and one worker serving the demo model. Ctrl-C stops everything this script started.
+# gunicorn, one worker serving the demo model, and the webhook worker. Ctrl-C stops everything this script started.
 # Each child runs in its own session (setsid), so Ctrl-C reaches only this script, which stops
 # them in order: worker and API first (the worker finishes its batch), Redis last.
 set -uo pipefail
@@ -10,13 +10,13 @@ RUN_DIR=${INFERQ_RUN_DIR:-.run}
 PORT=${INFERQ_API_PORT:-8000}
 mkdir -p "$RUN_DIR/redis" && RUN_DIR=$(cd "$RUN_DIR" && pwd)
 
-api_pid="" worker_pid="" redis_pid=""
+api_pid="" worker_pid="" hooks_pid="" redis_pid=""
 stop() {
   trap - INT TERM EXIT
   echo; echo "run.sh: stopping"
   # The worker finishes its batch (it needs Redis for that), so Redis stops last.
-  for pid in $worker_pid $api_pid; do kill -TERM "$pid" 2>/dev/null; done
-  for pid in $worker_pid $api_pid; do wait "$pid" 2>/dev/null; done
+  for pid in $worker_pid $hooks_pid $api_pid; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in $worker_pid $hooks_pid $api_pid; do wait "$pid" 2>/dev/null; done
   [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   exit "${1:-0}"
 }
@@ -38,6 +38,12 @@ if [ -z "${INFERQ_REDIS_URL:-}" ]; then
   echo "run.sh: redis on $INFERQ_REDIS_URL (data in $RUN_DIR/redis)"
 fi
 export INFERQ_API_PORT=$PORT
+# Webhooks are signed; without a secret of yours, a development one is made once and kept.
+if [ -z "${INFERQ_WEBHOOK_SECRET:-}" ]; then
+  [ -s "$RUN_DIR/webhook_secret" ] || "$VENV/bin/python" -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(24)).decode())' > "$RUN_DIR/webhook_secret"
+  INFERQ_WEBHOOK_SECRET=$(cat "$RUN_DIR/webhook_secret")
+  export INFERQ_WEBHOOK_SECRET
+fi
 # Models may name custom objects in modules of this checkout (config "custom_objects").
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -45,6 +51,8 @@ setsid "$VENV/bin/gunicorn" -c api/gunicorn_conf.py "api.app:create_app()" &
 api_pid=$!
 setsid "$VENV/bin/celery" -A worker.app worker --loglevel INFO --hostname "inferq-worker@%h" &
 worker_pid=$!
+setsid "$VENV/bin/celery" -A webhooks.app worker --loglevel INFO --hostname "inferq-webhooks@%h" &
+hooks_pid=$!
 
 echo "run.sh: waiting for the worker to load and warm the model ..."
 ready=""
@@ -53,7 +61,9 @@ for _ in $(seq 180); do
 import sys, urllib.request
 urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
 PY
-  kill -0 "$api_pid" 2>/dev/null && kill -0 "$worker_pid" 2>/dev/null || { echo "run.sh: a process exited during start-up" >&2; exit 1; }
+  for pid in $api_pid $worker_pid $hooks_pid; do
+    kill -0 "$pid" 2>/dev/null || { echo "run.sh: a process exited during start-up" >&2; exit 1; }
+  done
   sleep 1
 done
 if [ -z "$ready" ]; then
@@ -69,8 +79,10 @@ inferq is ready on http://localhost:$PORT (Ctrl-C stops it). Try:
   curl -F image=@examples/circle.png localhost:$PORT/v1/models/shapes/jobs
   curl 'localhost:$PORT/v1/jobs/<id>?wait=10'
 
+Webhooks are signed with INFERQ_WEBHOOK_SECRET=$INFERQ_WEBHOOK_SECRET
+
 MSG
 # Stay up until Ctrl-C, or until one of the processes exits.
-wait -n $api_pid $worker_pid
+wait -n $api_pid $worker_pid $hooks_pid
 echo "run.sh: a process exited" >&2
 exit 1
