@@ -33,19 +33,31 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
 
 
 class RedisServer:
-    def __init__(self, extra_args=()):
+    def __init__(self, aof: bool = False):
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed: run scripts/install.sh")
         self.dir = tempfile.mkdtemp(prefix="inferq-redis-")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--hz", "100",
-             "--maxmemory-policy", "noeviction", *extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # With AOF, every write is fsynced, so a kill -9 loses nothing the tests wrote.
+        self.args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                     "--dir", self.dir, "--save", "", "--hz", "100",
+                     "--maxmemory-policy", "noeviction", "--appendonly", "yes" if aof else "no",
+                     "--appendfsync", "always"]
         self.client = redis.Redis(port=self.port)
+        self._start()
+
+    def _start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_for(self._ping, 10, "redis-server to answer")
+
+    def crash_and_restart(self, down_s: float = 1.0):
+        """SIGKILL, stay down `down_s`, start again on the same port and data."""
+        self.proc.kill()
+        self.proc.wait(10)
+        time.sleep(down_s)
+        self._start()
 
     def _ping(self):
         try:
@@ -154,3 +166,17 @@ def wait_until_serving(proc: Proc, redis_url: str, models, timeout_s: float = 12
         return False
 
     wait_for(serving, timeout_s, f"worker {proc.pid} to serve {models}", 0.2)
+
+
+def start_webhook_worker(redis_url: str, **settings) -> Proc:
+    args = [str(BIN / "celery"), "-A", "webhooks.app", "worker", "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip", "--hostname", f"hooks-{free_port()}@%h"]
+    proc = Proc(args, service_env(redis_url, **settings), "webhooks")
+
+    def ready():
+        if not proc.alive():
+            raise RuntimeError("webhook worker exited:\n" + proc.output()[-5000:])
+        return " ready." in proc.output()
+
+    wait_for(ready, 60, "the webhook worker to start", 0.2)
+    return proc

@@ -164,8 +164,9 @@ def test_workers(services, name):
 
 
 def test_every_worker_like_service_is_checked(services):
-    celery = {n for n, s in services.items() if "celery" in args(s.get("command", []))[:1]}
-    assert celery == set(WORKERS)
+    inference = {n for n, s in services.items()
+                 if args(s.get("command", []))[:3] == ["celery", "-A", "worker.app"]}
+    assert inference == set(WORKERS)
 
 
 def test_worker_gpu0_reserves_gpu_0(services):
@@ -198,3 +199,15 @@ def test_dockerignore_keeps_what_the_images_need():
     assert {".venv", ".git", "tests"} <= ignored
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     assert not ignored & {"pyproject.toml", "README.md", *packages}
+
+
+def test_webhook_worker_service_is_light_and_shares_the_secret(services):
+    hooks = services["webhooks"]
+    assert args(hooks["command"])[:3] == ["celery", "-A", "webhooks.app"]
+    assert hooks["environment"]["INFERQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert "INFERQ_WEBHOOK_SECRET" in hooks["environment"]
+    assert "INFERQ_WEBHOOK_SECRET" in services["api"]["environment"]  # refuses hooks without
+    dockerfile = ROOT / hooks["build"]["dockerfile"]
+    assert [p.split() for p in pip_installs(dockerfile)] == [
+        ["pip", "install", "--no-cache-dir", "'.[webhooks]'"]]
+    assert '! python -c "import tensorflow"' in dockerfile.read_text()

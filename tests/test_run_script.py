@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from tests.procs import ROOT, free_port, wait_for
+from tests.receiver import Receiver
 
 
 def processes_with(marker: str) -> list[int]:
@@ -30,7 +31,9 @@ def test_run_starts_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
     env.update({"INFERQ_API_PORT": str(port), "INFERQ_RUN_DIR": str(run_dir),
+                "INFERQ_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
                 "VENV": str(Path(os.sys.executable).parent.parent)})
+    receiver = Receiver()
     log = open(tmp_path / "run.log", "w")
     # A terminal's Ctrl-C: SIGINT to the foreground process group, with SIGINT not ignored.
     proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
@@ -44,15 +47,24 @@ def test_run_starts_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
         assert f"curl -F image=@examples/circle.png localhost:{port}/v1/models/shapes/jobs" in output
         base = f"http://127.0.0.1:{port}"
         with open(ROOT / "examples" / "circle.png", "rb") as f:
-            resp = requests.post(f"{base}/v1/models/shapes/jobs", files={"image": f}, timeout=10)
+            resp = requests.post(f"{base}/v1/models/shapes/jobs", files={"image": f},
+                                 data={"webhook": receiver.url("/done")}, timeout=10)
         assert resp.status_code == 202
         job = requests.get(resp.json()["urls"]["get"], params={"wait": 20}, timeout=30).json()
         assert job["status"] == "succeeded"
         assert job["outputs"][0]["top_k"][0]["label"] == "circle"
+        # Its webhook worker delivers, signed with the development secret it printed.
+        wait_for(lambda: receiver.to("/done"), 30, "the webhook")
+        secret = (run_dir / "webhook_secret").read_text().strip()
+        assert f"INFERQ_WEBHOOK_SECRET={secret}" in output
+        [hook] = receiver.to("/done")
+        from svix.webhooks import Webhook
+        Webhook(secret).verify(hook["body"], hook["headers"])
         # Its private Redis keeps its data in the run directory, with AOF on.
         assert (run_dir / "redis").is_dir()
         started = processes_with(f"INFERQ_RUN_DIR={run_dir}")
-        assert len(started) >= 4  # the script, redis-server, gunicorn (master + workers), worker
+        # the script, redis-server, gunicorn (master + workers), worker, webhook worker
+        assert len(started) >= 5
 
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(60)
@@ -64,4 +76,5 @@ def test_run_starts_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        receiver.close()
     assert "run.sh: stopping" in (tmp_path / "run.log").read_text()
