@@ -135,3 +135,18 @@ def test_deliveries_of_an_unknown_job_are_404(client):
     job = submit(client).get_json()
     resp = client.get(job["urls"]["get"] + "/deliveries")
     assert resp.status_code == 200 and resp.get_json() == {"deliveries": []}
+
+
+def test_json_submit_takes_webhook_options(client, r):
+    import base64
+    resp = client.post("/v1/models/shapes/jobs", json={
+        "images": [{"b64": base64.b64encode(png_bytes()).decode()}],
+        "webhook": "http://127.0.0.1:9/hook", "webhook_events_filter": ["started", "completed"]})
+    assert resp.status_code == 202
+    record = r.hgetall(keys.job(resp.get_json()["id"]))
+    assert record[b"webhook"] == b"http://127.0.0.1:9/hook"
+    assert record[b"webhook_events"] == b"completed,started"
+    bad = client.post("/v1/models/shapes/jobs", json={
+        "images": [{"b64": base64.b64encode(png_bytes()).decode()}],
+        "webhook": "http://127.0.0.1:9/hook", "webhook_events_filter": "completed"})
+    assert bad.status_code == 400
