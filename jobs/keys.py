@@ -8,9 +8,15 @@ def job(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-def stream(model: str) -> str:
-    """Stream: one entry per queued input of `model`."""
-    return f"{PREFIX}stream:{model}"
+def stream(model: str, version) -> str:
+    """Stream: one entry per queued input of one model version."""
+    return f"{PREFIX}stream:{model}:v{version}"
+
+
+def routing(model: str) -> str:
+    """Hash: `default` -> the version unpinned jobs of `model` go to (set by the workers once
+    that version is warm)."""
+    return f"{PREFIX}model:{model}"
 
 
 def finished(job_id: str) -> str:

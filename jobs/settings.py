@@ -26,6 +26,7 @@ class Settings:
     claim_idle_s: float = 30.0
     max_attempts: int = 3
     heartbeat_s: float = 2.0
+    repository_poll_s: float = 2.0  # how often workers look for new, changed or removed models
     result_ttl_s: int = 3600
     max_backlog: int = 10000
     max_body_bytes: int = 20 * 1024 * 1024
@@ -33,6 +34,9 @@ class Settings:
     max_image_pixels: int = 25_000_000
     max_long_poll_s: float = 30.0
     log_level: str = "INFO"
+    # Model upload and removal through the API (until API keys exist, a switch).
+    model_admin: bool = False
+    max_model_bytes: int = 512 * 1024 * 1024
     # Webhooks: signing secrets (comma-separated whsec_..., several while rotating), networks
     # let through the SSRF guard (CIDRs, for local development), the retry delays, how long
     # to keep retrying, and the base URL the delivered job's urls point at.
@@ -43,9 +47,11 @@ class Settings:
     public_url: str = ""
 
     def __post_init__(self):
-        positive = ("api_port", "api_workers", "api_threads", "webhook_max_age_s", "max_batch_size", "decode_threads", "claim_idle_s", "max_attempts",
-                    "heartbeat_s", "result_ttl_s", "max_backlog", "max_body_bytes",
-                    "max_inputs_per_job", "max_image_pixels", "max_long_poll_s")
+        positive = ("api_port", "api_workers", "api_threads", "max_batch_size",
+                    "decode_threads", "claim_idle_s", "max_attempts", "heartbeat_s",
+                    "repository_poll_s", "result_ttl_s", "max_backlog", "max_body_bytes",
+                    "max_inputs_per_job", "max_image_pixels", "max_long_poll_s",
+                    "max_model_bytes", "webhook_max_age_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"INFERQ_{name.upper()} must be greater than 0, "

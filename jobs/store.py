@@ -12,31 +12,38 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINAL = (SUCCEEDED, FAILED, CANCELED)
 
-# KEYS: job, stream[, idempotency]. ARGV: id, model, version, created_at, max_backlog, ttl_s, n,
-# request digest, idempotency ttl_s, n_fields, field, value, ..., data...
-# Returns {'ok'}, {'full'} or {'dup', "<job id> <digest>"} (the key was used before).
+# KEYS: job, routing[, idempotency]. ARGV: id, model, pinned version ('' = the default),
+# created_at, max_backlog, ttl_s, n, request digest, idempotency ttl_s, fallback version,
+# stream key prefix, n_fields, field, value, ..., data...
+# The version is resolved here, in the same atomic step as the write: once the workers switch
+# the default to a new version, no job can still land on the old one.
+# Returns {'ok', version}, {'full'}, {'noversion'} or {'dup', "<job id> <digest>"}.
 _ENQUEUE = """
 if #KEYS == 3 then
   local prior = redis.call('GET', KEYS[3])
   if prior then return {'dup', prior} end
 end
+local version = ARGV[3]
+if version == '' then version = redis.call('HGET', KEYS[2], 'default') or ARGV[10] end
+if version == '' then return {'noversion'} end
+local stream = ARGV[11] .. version
 local n = tonumber(ARGV[7])
-if redis.call('XLEN', KEYS[2]) + n > tonumber(ARGV[5]) then return {'full'} end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'model', ARGV[2], 'version', ARGV[3],
+if redis.call('XLEN', stream) + n > tonumber(ARGV[5]) then return {'full'} end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'model', ARGV[2], 'version', version,
            'status', 'queued', 'created_at', ARGV[4], 'n_inputs', n, 'n_done', 0, 'n_failed', 0)
-local n_fields = tonumber(ARGV[10])
+local n_fields = tonumber(ARGV[12])
 for i = 1, n_fields do
-  redis.call('HSET', KEYS[1], ARGV[9 + 2 * i], ARGV[10 + 2 * i])
+  redis.call('HSET', KEYS[1], ARGV[11 + 2 * i], ARGV[12 + 2 * i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-local first = 11 + 2 * n_fields
+local first = 13 + 2 * n_fields
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'idx', i, 't', ARGV[4], 'data', ARGV[first + i])
+  redis.call('XADD', stream, '*', 'job', ARGV[1], 'idx', i, 't', ARGV[4], 'data', ARGV[first + i])
 end
 if #KEYS == 3 then
   redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[8], 'EX', ARGV[9])
 end
-return {'ok'}
+return {'ok', version}
 """
 
 # Shared by the scripts that change a job's state: when the job has a webhook for `event`,
@@ -132,6 +139,10 @@ class BacklogFull(Exception):
     """The model's stream already holds `max_backlog` inputs."""
 
 
+class NoVersion(Exception):
+    """No version of the model is known to route the job to."""
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request."""
 
@@ -175,31 +186,36 @@ class JobStore:
         self._cancel = redis.register_script(_CANCEL)
 
     def enqueue(self, model: str, inputs: list[bytes], version: str = "",
-                fields: dict | None = None, idempotency: tuple[str, str] | None = None
-                ) -> tuple[dict, bool]:
-        """Write the job record and one stream entry per input in one round trip. `fields` are
-        extra record fields (the webhook); `idempotency` is (key digest, request digest).
-        Returns (job record, replayed): replayed when the key already made this job."""
+                fallback_version: str = "", fields: dict | None = None,
+                idempotency: tuple[str, str] | None = None) -> tuple[dict, bool]:
+        """Write the job record and one stream entry per input in one round trip.
+        `version` pins a version; otherwise the workers' default, or `fallback_version` while
+        no worker has set one. `fields` are extra record fields (the webhook); `idempotency`
+        is (key digest, request digest). Returns (job record, replayed): replayed when the key
+        already made this job."""
         job_id, now = new_job_id(), time.time()
         fields = fields or {}
-        job_keys = [keys.job(job_id), keys.stream(model)]
+        job_keys = [keys.job(job_id), keys.routing(model)]
         if idempotency:
             job_keys.append(keys.idempotency(idempotency[0]))
         digest = idempotency[1] if idempotency else ""
         args = [job_id, model, version, repr(now), self.max_backlog, self.result_ttl_s,
-                len(inputs), digest, IDEMPOTENCY_TTL_S, len(fields)]
+                len(inputs), digest, IDEMPOTENCY_TTL_S, fallback_version,
+                keys.stream(model, ""), len(fields)]
         for name, value in fields.items():
             args += [name, value]
         reply = self._enqueue(keys=job_keys, args=args + inputs)
         outcome = reply[0].decode()
         if outcome == "full":
             raise BacklogFull(model)
+        if outcome == "noversion":
+            raise NoVersion(model)
         if outcome == "dup":
             prior_id, prior_digest = reply[1].decode().split(" ", 1)
             if prior_digest != digest:
                 raise IdempotencyConflict(prior_id)
             return self.get(prior_id), True
-        record = {"id": job_id, "model": model, "version": version, "status": QUEUED,
+        record = {"id": job_id, "model": model, "version": reply[1].decode(), "status": QUEUED,
                   "created_at": repr(now), "n_inputs": str(len(inputs)), "n_done": "0",
                   "n_failed": "0", **fields}
         return record, False
@@ -219,7 +235,7 @@ class JobStore:
                         args=[now, version, self.delivery_ttl_s], client=pipe)
         return {j: (s.decode() if s else None) for j, s in zip(job_ids, pipe.execute())}
 
-    def finish(self, model: str, results: list[InputResult]) -> list[str]:
+    def finish(self, stream: str, results: list[InputResult]) -> list[str]:
         """Record results, then ack and delete their entries, in one round trip.
         Returns the ids of jobs that this call finished."""
         pipe = self.redis.pipeline(transaction=False)
@@ -236,8 +252,8 @@ class JobStore:
                          client=pipe)
         entry_ids = [res.entry_id for res in results]
         if entry_ids:
-            pipe.xack(keys.stream(model), keys.GROUP, *entry_ids)
-            pipe.xdel(keys.stream(model), *entry_ids)
+            pipe.xack(stream, keys.GROUP, *entry_ids)
+            pipe.xdel(stream, *entry_ids)
         replies = pipe.execute()
         return [res.job_id for res, rc in zip(results, replies) if rc == 2]
 

@@ -25,11 +25,11 @@ def _entry(entry_id, fields) -> Entry:
 
 
 class StreamConsumer:
-    """Reads one model's stream as one named consumer of the shared group."""
+    """Reads one model version's stream as one named consumer of the shared group."""
 
-    def __init__(self, redis, model: str, consumer: str):
+    def __init__(self, redis, model: str, version, consumer: str):
         self.redis, self.model, self.consumer = redis, model, consumer
-        self.stream = keys.stream(model)
+        self.stream = keys.stream(model, version)
         self._claim_cursor = "0-0"
 
     def ensure_group(self):
@@ -81,9 +81,27 @@ class StreamConsumer:
             self.redis.xgroup_delconsumer(self.stream, keys.GROUP, self.consumer)
 
 
-def backlog(redis, model: str) -> int:
-    """Inputs queued or in flight for `model`."""
-    return redis.xlen(keys.stream(model))
+def backlog(redis, model: str, version) -> int:
+    """Inputs queued or in flight for one version of `model`."""
+    return redis.xlen(keys.stream(model, version))
+
+
+def set_default(redis, model: str, version: int):
+    """Route `model`'s unpinned jobs to `version` from now on."""
+    redis.hset(keys.routing(model), "default", str(version))
+
+
+def forget_model(redis, model: str):
+    """The model was removed: no default version, no longer known to the API."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.delete(keys.routing(model))
+    pipe.srem(keys.models(), model)
+    pipe.execute()
+
+
+def default_version(redis, model: str) -> int | None:
+    value = redis.hget(keys.routing(model), "default")
+    return int(value) if value else None
 
 
 def heartbeat(redis, name: str, info: dict, ttl_s: float):
@@ -92,8 +110,9 @@ def heartbeat(redis, name: str, info: dict, ttl_s: float):
     pipe.set(keys.worker(name), json.dumps(info), px=int(ttl_s * 1000))
     pipe.zadd(keys.workers(), {name: now})
     pipe.zremrangebyscore(keys.workers(), "-inf", now - 3600)  # forget long-dead workers
-    if info.get("models"):
-        pipe.sadd(keys.models(), *[m["name"] for m in info["models"]])
+    served = {m["name"] for m in info.get("models", []) if m["state"] == "available"}
+    if served:
+        pipe.sadd(keys.models(), *served)
     pipe.execute()
 
 
