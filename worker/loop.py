@@ -11,7 +11,7 @@ import redis as redis_lib
 from batching import BatchPolicy
 from jobs.store import RUNNING, InputResult, JobStore
 from jobs.streams import StreamConsumer
-from worker.preprocess import DecodeError, decode_image
+from worker.preprocess import DecodeError, decode_image, decode_tensor
 
 log = logging.getLogger("inferq.worker")
 READ_BLOCK_MS = 1000  # how long an idle read waits; bounds how fast a stop is noticed
@@ -32,10 +32,12 @@ def describe(exc: Exception) -> str:
 class ModelLoop:
     def __init__(self, predictor, redis, consumer_name: str, settings, decode_pool):
         self.predictor, self.spec, self.settings = predictor, predictor.spec, settings
-        self.consumer = StreamConsumer(redis, self.spec.name, consumer_name)
+        self.consumer = StreamConsumer(redis, self.spec.name, self.spec.version, consumer_name)
         self.store = JobStore(redis, settings.result_ttl_s, settings.max_backlog)
         self.decode_pool = decode_pool
         self.stopping = threading.Event()
+        self.draining = threading.Event()  # read until the stream is empty, then stop
+        self.drained = threading.Event()
         self._batches = queue.Queue()
         self._slot = threading.Semaphore(1)  # one prepared batch waits while the model runs
         self._last_reclaim = 0.0
@@ -43,6 +45,16 @@ class ModelLoop:
                                           name=f"inferq-read-{self.spec.name}"),
                          threading.Thread(target=self._model_loop, daemon=True,
                                           name=f"inferq-model-{self.spec.name}")]
+
+    def _decode(self, data: bytes):
+        spec = self.spec
+        if spec.kind == "tensor":
+            return decode_tensor(data, spec.dtype, spec.shape)
+        return decode_image(data, spec.size, spec.color_mode)
+
+    def drain(self):
+        """No new jobs come to this version: serve what its stream holds, then stop."""
+        self.draining.set()
 
     def start(self):
         self._retry(self.consumer.ensure_group)
@@ -86,11 +98,17 @@ class ModelLoop:
                 self._retry(self.consumer.ensure_group)
             if not batch:
                 self._slot.release()
+                if self.draining.is_set() and self._retry(self._empty):
+                    self.drained.set()
+                    break
                 continue
-            futures = [self.decode_pool.submit(decode_image, e.data, self.spec.size,
-                                               self.spec.color_mode) for e in batch]
+            futures = [self.decode_pool.submit(self._decode, e.data) for e in batch]
             self._batches.put((batch, futures))
         self._batches.put(None)
+
+    def _empty(self) -> bool:
+        """Nothing queued or in flight on this version, by any worker."""
+        return self.consumer.redis.xlen(self.consumer.stream) == 0
 
     def _collect(self) -> list:
         s = self.settings
@@ -100,7 +118,8 @@ class ModelLoop:
             policy.add(self.consumer.reclaim(s.claim_idle_s, self.spec.max_batch_size))
         while not self.stopping.is_set() and not policy.due():
             # BLOCK 0 would wait forever: a batch already open reads without blocking when due.
-            wait_ms = READ_BLOCK_MS if not policy.items else int(policy.time_left() * 1000)
+            idle_ms = 100 if self.draining.is_set() else READ_BLOCK_MS
+            wait_ms = idle_ms if not policy.items else int(policy.time_left() * 1000)
             got = self.consumer.read(policy.room, wait_ms or None)
             policy.add(got)
             if not policy.items:
@@ -117,7 +136,7 @@ class ModelLoop:
             for e in poison:
                 log.error("job %s input %d: poison, delivered %d times", e.job_id, e.idx,
                           e.deliveries)
-            self.store.finish(self.spec.name, [InputResult(
+            self.store.finish(self.consumer.stream, [InputResult(
                 e.id, e.job_id, e.idx, error=f"input was delivered {e.deliveries} times without "
                 f"finishing (max_attempts={self.settings.max_attempts}); the worker crashed or "
                 f"the model failed on it each time") for e in poison])
@@ -152,7 +171,7 @@ class ModelLoop:
         if ready:
             results += self._predict(ready, images)
         if results:
-            self._retry(self.store.finish, self.spec.name, results, until_stopped=False)
+            self._retry(self.store.finish, self.consumer.stream, results, until_stopped=False)
 
     def _predict(self, entries, images) -> list[InputResult]:
         started = time.time()
@@ -172,7 +191,7 @@ class ModelLoop:
             metrics = {"queue_ms": round(max(0.0, started - entry.enqueued_at) * 1000, 2),
                        "predict_ms": round(predict_ms, 2), "batch_size": len(entries)}
             results.append(InputResult(entry.id, entry.job_id, entry.idx,
-                                       output={"top_k": self.predictor.top_k(row),
+                                       output={**self.predictor.result(row),
                                                "metrics": metrics}))
         return results
 

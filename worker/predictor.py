@@ -1,5 +1,5 @@
-"""The model, loaded once and called through a compiled function. The only module that imports
-TensorFlow; it must be imported after any fork, in the process that runs the model."""
+"""A model version, loaded once and called through a compiled function. The only module that
+imports TensorFlow, and only inside a model's own child process (worker/child.py)."""
 import importlib
 import logging
 import os
@@ -43,8 +43,26 @@ def _custom_objects(ref: str) -> dict:
     return getattr(value, attr) if attr else {}
 
 
+def _load(tf, spec: ModelSpec):
+    """A callable batch -> outputs: Keras files through Keras (compile=False, so a metric used
+    only in training never blocks serving), a SavedModel through its serving signature."""
+    if os.path.isdir(spec.path):
+        saved = tf.saved_model.load(spec.path)
+        signature = saved.signatures["serving_default"]
+        _, kwargs = signature.structured_input_signature
+        if len(kwargs) != 1:
+            raise ValueError(f"SavedModel serving_default takes {len(kwargs)} inputs; "
+                             f"inferq serves models with one input")
+        input_name = next(iter(kwargs))
+        input_dtype = kwargs[input_name].dtype
+        return lambda x: signature(**{input_name: tf.cast(x, input_dtype)}), saved
+    model = tf.keras.models.load_model(spec.path, compile=False,
+                                       custom_objects=_custom_objects(spec.custom_objects))
+    return lambda x: model(x, training=False), model
+
+
 class Predictor:
-    """Runs batches of uint8 images through one model; pads each to its bucket."""
+    """Runs batches through one model version; pads each to its bucket."""
 
     def __init__(self, spec: ModelSpec):
         import tensorflow as tf  # here, not at module level: after any fork
@@ -53,35 +71,42 @@ class Predictor:
             tf.config.experimental.set_memory_growth(device, True)
         self.spec = spec
         self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-        model = tf.keras.models.load_model(spec.path, compile=False,
-                                           custom_objects=_custom_objects(spec.custom_objects))
+        call, self._owner = _load(tf, spec)  # _owner keeps the model alive
+        image = spec.kind == "image"
         mode, channels = spec.preprocessing, spec.channels
 
         @tf.function
         def run(x):
-            out = model(_normalise(tf, x, mode, channels), training=False)
+            x = _normalise(tf, x, mode, channels) if image else tf.cast(x, tf.float32)
+            out = call(x)
             if isinstance(out, dict):
-                out = next(iter(out.values()))
+                out = out[sorted(out)[0]]
             elif isinstance(out, (list, tuple)):
                 out = out[0]
             return out
 
         self._run = run
-        self.buckets = buckets(spec.max_batch_size)
-        self.input_shape = (spec.size[1], spec.size[0], channels)
+        self.buckets = list(spec.buckets) or buckets(spec.max_batch_size)
+        self.input_dtype = np.uint8 if image else np.dtype(spec.dtype)
 
     def warm_up(self):
         """Trace and run every bucket once, so no request pays for a trace."""
         for size in self.buckets:
-            self._run(np.zeros((size,) + self.input_shape, dtype=np.uint8))
+            self._run(np.zeros((size,) + self.spec.input_shape, dtype=self.input_dtype))
         log.info("model %s v%d warm on %s for batch sizes %s", self.spec.name, self.spec.version,
                  self.device, self.buckets)
 
-    def predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """One output row per image."""
-        size = bucket_for(len(images), self.buckets)
-        out = self._run(pad(np.stack(images), size))
-        return split(np.asarray(out), len(images), size)
+    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """One output row per input."""
+        size = bucket_for(len(inputs), self.buckets)
+        out = self._run(pad(np.stack(inputs), size))
+        return split(np.asarray(out), len(inputs), size)
+
+    def result(self, row: np.ndarray) -> dict:
+        """A classifier's top-k (image models, or any model with labels), else the raw row."""
+        if self.spec.kind == "image" or self.spec.labels:
+            return {"top_k": self.top_k(row)}
+        return {"output": np.asarray(row, dtype=np.float64).ravel().tolist()}
 
     def top_k(self, row: np.ndarray) -> list[dict]:
         row = np.ravel(row)

@@ -39,6 +39,14 @@ def decode_image(data: bytes, size: tuple[int, int], color_mode: str = "rgb") ->
     return arr
 
 
+def decode_tensor(data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One instance of a tensor model, as the API packed it (raw little-endian values)."""
+    arr = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
+    if arr.size != int(np.prod(shape)):
+        raise DecodeError(f"tensor input has {arr.size} values, the model takes {shape}")
+    return arr.reshape(shape)
+
+
 def _to_mode(im: Image.Image, pil_mode: str) -> Image.Image:
     if im.mode == pil_mode:
         return im
