@@ -1,20 +1,20 @@
 """The Flask app factory. The API stores jobs in Redis and never imports TensorFlow."""
 import logging
-import time
 
 import redis as redis_lib
 from flask import Flask
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import errors, health, jobs, models
-from jobs import keys, repository
+from api import admin, errors, health, jobs, models
+from api.catalog import Catalog
 from jobs.settings import Settings, load_settings
 from jobs.store import JobStore
 
 
 class Context:
-    """What the request handlers share: settings, the Redis client, the job store."""
+    """What the request handlers share: settings, the Redis client, the job store, the
+    catalog of models."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -23,21 +23,7 @@ class Context:
             settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2), health_check_interval=15)
         self.store = JobStore(self.redis, settings.result_ttl_s, settings.max_backlog)
-        self._repo_models: list[str] = []
-        self._repo_read_at = float("-inf")
-
-    def repository_models(self) -> list[str]:
-        """Model names in the local repository, re-read at most every 5 s."""
-        if time.monotonic() - self._repo_read_at > 5:
-            self._repo_models = repository.model_names(self.settings.model_repository)
-            self._repo_read_at = time.monotonic()
-        return self._repo_models
-
-    def model_exists(self, name: str) -> bool:
-        if not repository.NAME_RE.match(name):
-            return False
-        return name in self.repository_models() or bool(
-            self.redis.sismember(keys.models(), name))
+        self.catalog = Catalog(settings, self.redis)
 
 
 def _setup_logging(level: str):
@@ -62,6 +48,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["inferq"] = Context(settings)
     errors.register(app)
-    for module in (jobs, models, health):
+    for module in (jobs, models, admin, health):
         app.register_blueprint(module.bp)
     return app

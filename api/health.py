@@ -17,9 +17,11 @@ def readyz():
     ctx = current_app.extensions["inferq"]
     ctx.redis.ping()
     workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
-    served = sorted({m["name"] for w in workers for m in w["models"]})
+    served = sorted({m["name"] for w in workers for m in w["models"]
+                     if m["state"] == "available"})
     if not served:
-        broken = {name: reason for w in workers for name, reason in w["unavailable"].items()}
+        broken = {f"{m['name']} v{m['version']}": m.get("reason") for w in workers
+                  for m in w["models"] if m["state"] == "unavailable"}
         detail = f"; unavailable: {broken}" if broken else ""
         return error_response(503, "not_ready", f"no live worker serves a model yet{detail}",
                               {"Retry-After": "2"})

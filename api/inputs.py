@@ -4,15 +4,25 @@ import base64
 import binascii
 import json
 
+import numpy as np
 from flask import request
 
 from api.errors import ApiError
 from api.images import check_image
 
 
-def read_request(settings) -> tuple[list[bytes], dict]:
-    """The checked input images, and the submit options (webhook, webhook_events_filter)."""
+def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
+    """The checked inputs (encoded images, or packed tensor instances), and the submit options
+    (webhook, webhook_events_filter). `model_input` is what the model takes."""
     mimetype = request.mimetype
+    if model_input["kind"] == "tensor":
+        if mimetype != "application/json":
+            raise ApiError(415, "unsupported_media_type", "this model takes tensors: send "
+                           "application/json with {\"instances\": [...]}")
+        body = _json_body(request.get_data(cache=False))
+        inputs = tensor_instances(body, model_input)
+        _check_count(settings, inputs)
+        return inputs, _json_options(body)
     if mimetype == "multipart/form-data":
         inputs = [f.read() for f in request.files.getlist("image")]
         if not inputs:
@@ -22,18 +32,60 @@ def read_request(settings) -> tuple[list[bytes], dict]:
                    "webhook_events_filter": events or None}
     elif mimetype == "application/json":
         body = _json_body(request.get_data(cache=False))
+        if "instances" in body and "images" not in body:
+            raise ApiError(400, "invalid_input", "this model takes images: send "
+                           "{\"images\": [{\"b64\": ...}]} or multipart 'image' files")
         inputs = _json_images(body)
-        options = {"webhook": body.get("webhook"),
-                   "webhook_events_filter": body.get("webhook_events_filter")}
+        options = _json_options(body)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with 'image' "
                        "files, or application/json with {\"images\": [{\"b64\": ...}]}")
-    if len(inputs) > settings.max_inputs_per_job:
-        raise ApiError(400, "too_many_inputs", f"{len(inputs)} inputs in one job; the limit is "
-                       f"{settings.max_inputs_per_job} (INFERQ_MAX_INPUTS_PER_JOB)")
+    _check_count(settings, inputs)
     for i, data in enumerate(inputs):
         check_image(data, settings.max_image_pixels, f"input {i}")
     return inputs, options
+
+
+def _check_count(settings, inputs):
+    if len(inputs) > settings.max_inputs_per_job:
+        raise ApiError(400, "too_many_inputs", f"{len(inputs)} inputs in one job; the limit is "
+                       f"{settings.max_inputs_per_job} (INFERQ_MAX_INPUTS_PER_JOB)")
+
+
+def _json_options(body: dict) -> dict:
+    return {"webhook": body.get("webhook"),
+            "webhook_events_filter": body.get("webhook_events_filter")}
+
+
+def tensor_instances(body: dict, model_input: dict) -> list[bytes]:
+    """TF Serving's row format: each instance a (nested) list of numbers, or an object keyed by
+    the model's feature names. Each becomes one packed input of the model's dtype and shape."""
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise ApiError(400, "no_input", "JSON body must be {\"instances\": [...]} with at "
+                       "least one instance")
+    shape, names = tuple(model_input["shape"]), model_input.get("names") or []
+    dtype = np.dtype(model_input["dtype"]).newbyteorder("<")
+    out = []
+    for i, inst in enumerate(instances):
+        if isinstance(inst, dict):
+            missing = [n for n in names if n not in inst]
+            if not names or missing or len(inst) != len(names):
+                raise ApiError(400, "invalid_input", f"instances[{i}] must have exactly the "
+                               f"keys {names}" if names else f"instances[{i}]: this model's "
+                               "features have no names; send a list")
+            inst = [inst[n] for n in names]
+        try:
+            arr = np.asarray(inst, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape != shape or not np.isfinite(arr).all():
+            raise ApiError(400, "invalid_input", f"instances[{i}] must be finite numbers of "
+                           f"shape {list(shape)}")
+        if dtype.kind in "iu" and not (arr == np.round(arr)).all():
+            raise ApiError(400, "invalid_input", f"instances[{i}] must be whole numbers")
+        out.append(arr.astype(dtype).tobytes())
+    return out
 
 
 def _json_body(raw: bytes) -> dict:

@@ -9,7 +9,7 @@ from api.inputs import read_request
 from api.options import idempotency, prefer_wait, webhook_fields
 from jobs.deliveries import Deliveries
 from jobs.public import job_json
-from jobs.store import FINAL, BacklogFull, IdempotencyConflict, is_job_id
+from jobs.store import FINAL, BacklogFull, IdempotencyConflict, NoVersion, is_job_id
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("inferq.api")
@@ -17,19 +17,37 @@ log = logging.getLogger("inferq.api")
 
 @bp.post("/v1/models/<model>/jobs")
 def submit(model):
+    return _submit(model, version=None)
+
+
+@bp.post("/v1/models/<model>/versions/<int:version>/jobs")
+def submit_to_version(model, version):
+    return _submit(model, version)
+
+
+def _submit(model: str, version: int | None):
     ctx = current_app.extensions["inferq"]
-    if not ctx.model_exists(model):
+    catalog = ctx.catalog
+    if not catalog.exists(model):
         raise ApiError(404, "unknown_model", f"no model named {model!r}; GET /v1/models lists them")
-    inputs, options = read_request(ctx.settings)
+    if version is not None and not catalog.version_exists(model, version):
+        raise ApiError(404, "unknown_version", f"model {model!r} has no version {version} "
+                       f"that is served; GET /v1/models/{model} lists them")
+    inputs, options = read_request(ctx.settings, catalog.input_of(model))
     fields = webhook_fields(ctx.settings, options)
     wait_s = prefer_wait(ctx.settings.max_long_poll_s)
     try:
-        record, replayed = ctx.store.enqueue(model, inputs, fields=fields,
-                                             idempotency=idempotency(model, inputs, fields))
+        record, replayed = ctx.store.enqueue(
+            model, inputs, version="" if version is None else str(version),
+            fallback_version=catalog.fallback_version(model), fields=fields,
+            idempotency=idempotency(f"{model}:{version or ''}", inputs, fields))
     except BacklogFull:
         raise ApiError(503, "backlog_full", f"model {model!r} already has "
                        f"{ctx.settings.max_backlog} inputs waiting; try again shortly",
                        {"Retry-After": "5"}) from None
+    except NoVersion:
+        raise ApiError(503, "no_version", f"no version of model {model!r} is served yet; "
+                       "try again shortly", {"Retry-After": "5"}) from None
     except IdempotencyConflict as exc:
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for a "
                        f"different request (job {exc.job_id})") from None
@@ -40,7 +58,8 @@ def submit(model):
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
-        log.info("job %s queued: model=%s inputs=%d", record["id"], model, len(inputs))
+        log.info("job %s queued: model=%s v%s inputs=%d", record["id"], model,
+                 record["version"], len(inputs))
     if wait_s is not None:
         record = ctx.store.wait(record["id"], wait_s) or record
         headers["Preference-Applied"] = f"wait={wait_s:g}"

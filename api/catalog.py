@@ -1,0 +1,122 @@
+"""Which models and versions exist and in what state, from the repository on disk (read without
+TensorFlow) and the workers' heartbeats."""
+import time
+
+from jobs import keys, repository, streams
+
+RANK = {"available": 0, "loading": 1, "unloading": 2, "unavailable": 3}
+NO_WORKER = "no live worker serves this version"
+
+
+class Catalog:
+    def __init__(self, settings, redis):
+        self.settings, self.redis = settings, redis
+        self._cache: dict[str, tuple[float, list]] = {}
+        self._names: tuple[float, list[str]] = (float("-inf"), [])
+
+    def repo_names(self) -> list[str]:
+        """Model names in the local repository, re-read at most every 2 s."""
+        at, names = self._names
+        if time.monotonic() - at > 2:
+            names = repository.model_names(self.settings.model_repository)
+            self._names = (time.monotonic(), names)
+        return names
+
+    def repo_versions(self, name: str) -> list[repository.VersionState]:
+        at, states = self._cache.get(name, (float("-inf"), []))
+        if time.monotonic() - at > 2:
+            states = repository.served_versions(self.settings.model_repository, name,
+                                                self.settings.max_batch_size)
+            self._cache[name] = (time.monotonic(), states)
+        return states
+
+    def forget(self, name: str):
+        self._cache.pop(name, None)
+        self._names = (float("-inf"), [])
+
+    def exists(self, name: str) -> bool:
+        if not repository.NAME_RE.match(name):
+            return False
+        return name in self.repo_names() or bool(self.redis.sismember(keys.models(), name))
+
+    def _served(self, name: str) -> list[dict]:
+        return [m for w in streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)
+                for m in w["models"] if m["name"] == name]
+
+    def fallback_version(self, name: str) -> str:
+        """Where a job goes while no worker has set the default: the highest version the
+        repository serves, or that a live worker serves."""
+        versions = [vs.version for vs in self.repo_versions(name) if vs.spec]
+        versions += [m["version"] for m in self._served(name) if m["state"] == "available"]
+        return str(max(versions)) if versions else ""
+
+    def version_exists(self, name: str, version: int) -> bool:
+        return any(vs.version == version and vs.spec for vs in self.repo_versions(name)) or any(
+            m["version"] == version and m["state"] == "available" for m in self._served(name))
+
+    def input_of(self, name: str) -> dict:
+        """The input the model takes: {"kind", "dtype", "shape", "names"}."""
+        specs = [vs.spec for vs in self.repo_versions(name) if vs.spec]
+        if specs:
+            s = specs[-1]
+            return {"kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
+                    "names": list(s.names)}
+        for m in sorted(self._served(name), key=lambda m: -m["version"]):
+            if "kind" in m:
+                return {"kind": m["kind"], "dtype": m.get("dtype", "float32"),
+                        "shape": m["input_shape"], "names": m.get("names", [])}
+        return {"kind": "image"}
+
+    def states(self) -> dict[str, dict]:
+        """Every known model with its versions, their states, workers and backlog."""
+        workers = streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)
+        names = set(self.repo_names()) | streams.known_models(self.redis)
+        names |= {m["name"] for w in workers for m in w["models"]}
+        models = {}
+        for name in sorted(names):
+            versions = {vs.version: {"version": vs.version, "state": "unavailable",
+                                     "reason": vs.error or NO_WORKER, "workers": 0}
+                        for vs in self.repo_versions(name)}
+            details = {}
+            for worker in workers:
+                for m in worker["models"]:
+                    if m["name"] != name:
+                        continue
+                    v = versions.setdefault(m["version"], {"version": m["version"],
+                                                           "state": "unavailable",
+                                                           "reason": NO_WORKER, "workers": 0})
+                    if m["state"] in ("available", "loading"):
+                        v["workers"] += 1
+                    if RANK[m["state"]] < RANK[v["state"]] or v["reason"] == NO_WORKER:
+                        v["state"], v["reason"] = m["state"], m.get("reason")
+                    elif m.get("reason") and RANK[m["state"]] == RANK[v["state"]]:
+                        v["reason"] = m["reason"]
+                    if m["state"] == "available":
+                        details[m["version"]] = m
+            models[name] = self._model(name, versions, details, workers)
+        return models
+
+    def _model(self, name, versions, details, workers) -> dict:
+        ordered = [versions[v] for v in sorted(versions)]
+        pipe = self.redis.pipeline(transaction=False)
+        for v in ordered:
+            pipe.xlen(keys.stream(name, v["version"]))
+        pipe.hget(keys.routing(name), "default")
+        *backlogs, default = pipe.execute()
+        for v, backlog in zip(ordered, backlogs):
+            v["backlog"] = backlog
+            if v["reason"] is None:
+                del v["reason"]
+        state = min((v["state"] for v in ordered), key=RANK.get, default="unavailable")
+        serving = {w["name"] for w in workers for m in w["models"]
+                   if m["name"] == name and m["state"] == "available"}
+        model = {"name": name, "state": state,
+                 "default_version": int(default) if default else None,
+                 "versions": ordered, "workers": len(serving), "backlog": sum(backlogs)}
+        best = details.get(model["default_version"]) or (
+            details[max(details)] if details else None)
+        if best:
+            model.update(kind=best.get("kind", "image"), labels=best.get("labels", []),
+                         input_shape=best.get("input_shape"),
+                         max_batch_size=best.get("max_batch_size"))
+        return model
