@@ -129,8 +129,8 @@ def start_api(redis_url: str, **settings) -> tuple[Proc, str]:
         if not proc.alive():
             raise RuntimeError("API exited:\n" + proc.output())
         try:
-            return requests.get(base + "/healthz", timeout=1).ok
-        except requests.ConnectionError:
+            return requests.get(base + "/healthz", timeout=2).ok
+        except requests.RequestException:  # not up yet, or slow under load
             return False
 
     wait_for(up, 30, "the API to start")
@@ -161,11 +161,17 @@ def wait_until_serving(proc: Proc, redis_url: str, models, timeout_s: float = 12
         if not proc.alive():
             raise RuntimeError("worker exited:\n" + proc.output()[-5000:])
         for w in live_workers(client, 10):
-            if w["pid"] == proc.pid and set(models) <= {m["name"] for m in w["models"]}:
+            served = {m["name"] for m in w["models"] if m["state"] == "available"}
+            if w["pid"] == proc.pid and set(models) <= served:
                 return True
         return False
 
     wait_for(serving, timeout_s, f"worker {proc.pid} to serve {models}", 0.2)
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 def start_webhook_worker(redis_url: str, **settings) -> Proc:

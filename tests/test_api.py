@@ -1,6 +1,7 @@
 """The API against a real redis-server (Flask's test client, no worker)."""
 import base64
 import io
+import json
 import struct
 import zlib
 
@@ -40,10 +41,18 @@ def huge_png_header(width=50000, height=50000) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def make_repo(root, name="shapes", version=1, config=None):
+    """A repository entry the API can route to (it never loads the model file)."""
+    (root / name / str(version)).mkdir(parents=True, exist_ok=True)
+    (root / name / str(version) / "model.keras").write_bytes(b"not read by the API")
+    (root / name / "config.json").write_text(json.dumps(config or {
+        "input": {"kind": "image", "size": [64, 64]}, "labels": ["a", "b"]}))
+    return root
+
+
 @pytest.fixture
 def repo(tmp_path):
-    (tmp_path / "shapes" / "1").mkdir(parents=True)
-    return tmp_path
+    return make_repo(tmp_path)
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def submit_files(client, *files, model="shapes", field="image"):
 
 def assert_nothing_enqueued(r):
     assert r.keys(keys.job("*")) == []
-    assert r.xlen(keys.stream("shapes")) == 0
+    assert r.xlen(keys.stream("shapes", 1)) == 0
 
 
 def test_submit_returns_202_with_the_job_and_its_urls(client, r):
@@ -72,7 +81,7 @@ def test_submit_returns_202_with_the_job_and_its_urls(client, r):
     assert job["urls"]["get"].endswith(f"/v1/jobs/{job['id']}")
     assert job["urls"]["cancel"].endswith(f"/v1/jobs/{job['id']}/cancel")
     assert len(job["id"]) >= 20  # unguessable
-    assert r.xlen(keys.stream("shapes")) == 2
+    assert r.xlen(keys.stream("shapes", 1)) == 2
     got = client.get(f"/v1/jobs/{job['id']}").get_json()
     assert got["id"] == job["id"] and [o["status"] for o in got["outputs"]] == ["pending"] * 2
 
@@ -82,7 +91,7 @@ def test_submit_json_base64_and_data_urls(client, r):
     resp = client.post("/v1/models/shapes/jobs", json={
         "images": [{"b64": b64}, {"b64": "data:image/png;base64," + b64}]})
     assert resp.status_code == 202 and resp.get_json()["inputs"] == 2
-    entries = r.xrange(keys.stream("shapes"))
+    entries = r.xrange(keys.stream("shapes", 1))
     assert [e[1][b"data"] for e in entries] == [png_bytes(), png_bytes()]
 
 
@@ -160,13 +169,16 @@ def test_full_backlog_answers_503_with_retry_after(client, r):
     resp = submit_files(client, *[("a.png", png_bytes())] * 3)
     assert resp.status_code == 503 and resp.headers["Retry-After"]
     assert resp.get_json()["error"]["code"] == "backlog_full"
-    assert r.xlen(keys.stream("shapes")) == 4
+    assert r.xlen(keys.stream("shapes", 1)) == 4
 
 
 def test_models_and_readiness_without_workers(client):
     models = client.get("/v1/models").get_json()["models"]
-    assert models == [{"name": "shapes", "state": "unavailable", "versions": [], "workers": 0,
-                       "reason": "no live worker serves this model", "backlog": 0}]
+    assert models == [{"name": "shapes", "state": "unavailable", "default_version": None,
+                       "versions": [{"version": 1, "state": "unavailable", "workers": 0,
+                                     "reason": "no live worker serves this version",
+                                     "backlog": 0}],
+                       "workers": 0, "backlog": 0}]
     assert client.get("/healthz").status_code == 200
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "not_ready"

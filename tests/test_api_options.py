@@ -6,13 +6,13 @@ import pytest
 
 from api.app import create_app
 from jobs import keys
-from tests.test_api import png_bytes
+from tests.test_api import make_repo, png_bytes
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def make_client(redis_url, repo, allow=""):
-    (repo / "shapes" / "1").mkdir(parents=True, exist_ok=True)
+    make_repo(repo)
     app = create_app({"redis_url": redis_url, "model_repository": str(repo),
                       "webhook_secret": SECRET, "webhook_allow_networks": allow})
     return app.test_client()
@@ -76,7 +76,7 @@ def test_webhook_options_are_validated(client):
 
 
 def test_no_webhooks_without_a_secret(redis_url, tmp_path):
-    (tmp_path / "shapes" / "1").mkdir(parents=True)
+    make_repo(tmp_path)
     app = create_app({"redis_url": redis_url, "model_repository": str(tmp_path)})
     resp = submit(app.test_client(), webhook="https://example.com/hook")
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "webhooks_disabled"
@@ -95,7 +95,7 @@ def test_same_idempotency_key_and_request_returns_the_original_job(client, r):
     assert first.status_code == 202 and again.status_code == 202
     assert again.get_json()["id"] == first.get_json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert r.xlen(keys.stream("shapes")) == 1  # no second job
+    assert r.xlen(keys.stream("shapes", 1)) == 1  # no second job
     assert len(r.keys(keys.job("*"))) == 1
     assert 0 < r.ttl(keys.idempotency(__import__("hashlib").sha256(b"order-17").hexdigest())
                      ) <= 24 * 3600
@@ -124,7 +124,7 @@ def test_same_key_with_a_different_request_is_422(client, r):
     assert other.status_code == 422
     assert other.get_json()["error"]["code"] == "idempotency_key_reused"
     assert first.get_json()["id"] in other.get_json()["error"]["message"]
-    assert r.xlen(keys.stream("shapes")) == 1
+    assert r.xlen(keys.stream("shapes", 1)) == 1
     # Another webhook makes it a different request too.
     assert submit(client, webhook="http://127.0.0.1:9/x",
                   headers={"Idempotency-Key": "k1"}).status_code == 422

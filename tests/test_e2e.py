@@ -12,7 +12,7 @@ import requests
 
 from demo.shapes import random_examples
 from jobs.store import JobStore
-from tests.procs import ROOT, RedisServer, start_api, start_worker
+from tests.procs import ROOT, RedisServer, children, start_api, start_worker
 
 EXAMPLES = ROOT / "examples"
 
@@ -45,7 +45,9 @@ def test_ready_and_models_show_the_live_worker(stack):
     ready = requests.get(stack["base"] + "/readyz", timeout=5)
     assert ready.status_code == 200 and ready.json()["models"] == ["shapes"]
     model = requests.get(stack["base"] + "/v1/models/shapes", timeout=5).json()
-    assert model["state"] == "available" and model["workers"] == 1 and model["versions"] == [1]
+    assert model["state"] == "available" and model["workers"] == 1
+    assert model["default_version"] == 1
+    assert [(v["version"], v["state"]) for v in model["versions"]] == [(1, "available")]
     assert model["labels"] == ["circle", "square", "triangle"]
 
 
@@ -105,6 +107,7 @@ def test_an_undecodable_input_fails_only_its_own_job(stack):
     # Bypass the API's checks, as a bug or another producer might, to reach the worker's guard.
     store = JobStore(redis.Redis.from_url(stack["redis"].url), 600, 10000)
     bad, _ = store.enqueue("shapes", [b"\x89PNG\r\n\x1a\n not really a png"])
+    assert bad["version"] == "1"
     good = submit(stack["base"], [("c.png", (EXAMPLES / "circle.png").read_bytes())])
     bad_record = store.wait(bad["id"], 30)
     assert bad_record["status"] == "failed" and "cannot decode image" in bad_record["error"]
@@ -114,15 +117,16 @@ def test_an_undecodable_input_fails_only_its_own_job(stack):
 
 def test_api_processes_never_load_tensorflow(stack):
     """After serving all of the above, no API process has TensorFlow mapped in memory."""
-    api_pids = [stack["api"].pid] + [
-        int(p) for p in subprocess.run(["pgrep", "-P", str(stack["api"].pid)],
-                                       capture_output=True, text=True).stdout.split()]
+    api_pids = [stack["api"].pid] + children(stack["api"].pid)
     assert len(api_pids) >= 2  # the gunicorn master and its workers
     for pid in api_pids:
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "tensorflow" not in maps and "libtf" not in maps, f"API process {pid}"
-    worker_maps = Path(f"/proc/{stack['worker'].pid}/maps").read_text()
-    assert "tensorflow" in worker_maps  # the check above can see TensorFlow where it is
+    # The check above does see TensorFlow where it is: in the worker's model process.
+    model_pids = children(stack["worker"].pid)
+    assert any("tensorflow" in Path(f"/proc/{pid}/maps").read_text() for pid in model_pids)
+    # The worker's own process (the supervisor beside Celery) does not load it either.
+    assert "tensorflow" not in Path(f"/proc/{stack['worker'].pid}/maps").read_text()
 
 
 def test_api_module_imports_no_tensorflow_after_serving_requests(stack):

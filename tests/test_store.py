@@ -6,8 +6,11 @@ import pytest
 
 from jobs import keys
 from jobs.store import BacklogFull, InputResult, JobStore
-from jobs.streams import StreamConsumer, backlog, heartbeat, live_workers, remove_worker
+from jobs.store import NoVersion
+from jobs.streams import (StreamConsumer, backlog, heartbeat, live_workers, remove_worker,
+                          set_default)
 
+S = keys.stream("m", 1)
 OK = {"top_k": [{"label": "circle", "index": 0, "score": 0.9}],
       "metrics": {"queue_ms": 1.0, "predict_ms": 2.0, "batch_size": 2}}
 
@@ -18,13 +21,13 @@ def store(r):
 
 
 def consumer(r, name="w1"):
-    c = StreamConsumer(r, "m", name)
+    c = StreamConsumer(r, "m", 1, name)
     c.ensure_group()
     return c
 
 
 def test_enqueue_writes_record_and_one_entry_per_input(store, r):
-    job, _ = store.enqueue("m", [b"a", b"bb", b"ccc"])
+    job, _ = store.enqueue("m", [b"a", b"bb", b"ccc"], fallback_version="1")
     record = store.get(job["id"])
     assert record["status"] == "queued" and record["n_inputs"] == "3"
     assert 0 < r.ttl(keys.job(job["id"])) <= 60  # a job that never runs still expires
@@ -34,35 +37,35 @@ def test_enqueue_writes_record_and_one_entry_per_input(store, r):
 
 
 def test_backlog_limit_refuses_whole_jobs(store, r):
-    store.enqueue("m", [b"x"] * 8)
+    store.enqueue("m", [b"x"] * 8, fallback_version="1")
     with pytest.raises(BacklogFull):
-        store.enqueue("m", [b"x"] * 3)
-    assert backlog(r, "m") == 8  # nothing of the refused job was written
-    store.enqueue("m", [b"x"] * 2)
-    assert backlog(r, "m") == 10
+        store.enqueue("m", [b"x"] * 3, fallback_version="1")
+    assert backlog(r, "m", 1) == 8  # nothing of the refused job was written
+    store.enqueue("m", [b"x"] * 2, fallback_version="1")
+    assert backlog(r, "m", 1) == 10
 
 
 def test_job_finishes_exactly_once_when_inputs_are_delivered_twice(store, r):
-    job, _ = store.enqueue("m", [b"a", b"b"])
+    job, _ = store.enqueue("m", [b"a", b"b"], fallback_version="1")
     c = consumer(r)
     first, second = c.read(10)
-    assert store.finish("m", [InputResult(first.id, job["id"], 0, output=OK)]) == []
+    assert store.finish(S, [InputResult(first.id, job["id"], 0, output=OK)]) == []
     assert store.get(job["id"])["status"] == "running"
     # The same input again (a reclaimed duplicate) changes nothing.
-    assert store.finish("m", [InputResult(first.id, job["id"], 0, error="late dup")]) == []
-    assert store.finish("m", [InputResult(second.id, job["id"], 1, output=OK)]) == [job["id"]]
+    assert store.finish(S, [InputResult(first.id, job["id"], 0, error="late dup")]) == []
+    assert store.finish(S, [InputResult(second.id, job["id"], 1, output=OK)]) == [job["id"]]
     record = store.get(job["id"])
     assert record["status"] == "succeeded" and record["n_done"] == "2"
     assert "error" not in record and record["completed_at"]
-    assert store.finish("m", [InputResult(second.id, job["id"], 1, output=OK)]) == []
-    assert backlog(r, "m") == 0  # acked and deleted
+    assert store.finish(S, [InputResult(second.id, job["id"], 1, output=OK)]) == []
+    assert backlog(r, "m", 1) == 0  # acked and deleted
     assert 0 < r.ttl(keys.job(job["id"])) <= 60
 
 
 def test_a_failed_input_fails_its_job_with_the_reason(store, r):
-    job, _ = store.enqueue("m", [b"a", b"b"])
+    job, _ = store.enqueue("m", [b"a", b"b"], fallback_version="1")
     e0, e1 = consumer(r).read(10)
-    store.finish("m", [InputResult(e0.id, job["id"], 0, output=OK),
+    store.finish(S, [InputResult(e0.id, job["id"], 0, output=OK),
                        InputResult(e1.id, job["id"], 1, error="cannot decode image")])
     record = store.get(job["id"])
     assert record["status"] == "failed"
@@ -70,7 +73,7 @@ def test_a_failed_input_fails_its_job_with_the_reason(store, r):
 
 
 def test_cancel_only_unfinished_jobs(store, r):
-    queued, _ = store.enqueue("m", [b"a"])
+    queued, _ = store.enqueue("m", [b"a"], fallback_version="1")
     assert store.cancel(queued["id"]) == 1
     assert store.get(queued["id"])["status"] == "canceled"
     assert store.cancel(queued["id"]) == 0
@@ -80,7 +83,7 @@ def test_cancel_only_unfinished_jobs(store, r):
 
 
 def test_start_marks_running_and_records_the_version(store):
-    job, _ = store.enqueue("m", [b"a"])
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     assert store.start([job["id"], job["id"]], "3") == {job["id"]: "running"}
     record = store.get(job["id"])
     assert record["version"] == "3" and record["started_at"]
@@ -88,7 +91,7 @@ def test_start_marks_running_and_records_the_version(store):
 
 
 def test_wait_wakes_on_the_finish_signal(store, r):
-    job, _ = store.enqueue("m", [b"a"])
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     entry = consumer(r).read(1)[0]
     timer = threading.Timer(0.3, store.finish, ["m", [InputResult(entry.id, job["id"], 0,
                                                                   output=OK)]])
@@ -99,13 +102,13 @@ def test_wait_wakes_on_the_finish_signal(store, r):
 
 
 def test_wait_returns_the_unfinished_job_when_time_runs_out(store):
-    job, _ = store.enqueue("m", [b"a"])
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     assert store.wait(job["id"], timeout_s=0.2)["status"] == "queued"
     assert store.wait("no-such-job-at-all", timeout_s=0.2) is None
 
 
 def test_reclaim_takes_entries_of_a_dead_consumer_and_counts_deliveries(store, r):
-    job, _ = store.enqueue("m", [b"a", b"b"])
+    job, _ = store.enqueue("m", [b"a", b"b"], fallback_version="1")
     dead = consumer(r, "dead")
     assert len(dead.read(10)) == 2  # read, never acked: its worker died
     alive = consumer(r, "alive")
@@ -120,8 +123,22 @@ def test_reclaim_takes_entries_of_a_dead_consumer_and_counts_deliveries(store, r
 
 
 def test_heartbeats_list_live_workers_and_forget_removed_ones(r):
-    heartbeat(r, "w1", {"name": "w1", "models": [{"name": "m"}]}, ttl_s=5)
+    heartbeat(r, "w1", {"name": "w1", "models": [{"name": "m", "version": 1,
+                                                  "state": "available"}]}, ttl_s=5)
     assert [w["name"] for w in live_workers(r, 5)] == ["w1"]
     assert r.sismember(keys.models(), "m")
     remove_worker(r, "w1")
     assert live_workers(r, 5) == []
+
+
+def test_jobs_go_to_the_default_version_or_the_pinned_one(store, r):
+    with pytest.raises(NoVersion):
+        store.enqueue("m", [b"a"])  # no default, no fallback: nowhere to go
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
+    assert job["version"] == "1" and backlog(r, "m", 1) == 1
+    set_default(r, "m", 2)  # a worker has v2 warm: unpinned jobs follow the default
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
+    assert job["version"] == "2" and backlog(r, "m", 2) == 1
+    assert store.get(job["id"])["version"] == "2"
+    pinned, _ = store.enqueue("m", [b"a"], version="1")
+    assert pinned["version"] == "1" and backlog(r, "m", 1) == 2

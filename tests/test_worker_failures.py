@@ -87,13 +87,13 @@ def test_kill_9_while_holding_a_batch_loses_no_job(env):
     env["procs"].append(worker)
 
     def holding_a_batch():
-        pending = client.xpending(keys.stream("poison"), keys.GROUP)["pending"]
-        return pending > 0 and client.xlen(keys.stream("poison")) < 1400
+        pending = client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"]
+        return pending > 0 and client.xlen(keys.stream("poison", 1)) < 1400
 
     wait_until_serving(worker, env["redis"].url, ["poison"])
     wait_for(holding_a_batch, 60, "the worker to hold a batch", interval_s=0.002)
     worker.kill9()
-    held = client.xpending(keys.stream("poison"), keys.GROUP)["pending"]
+    held = client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"]
     assert held > 0  # the dead worker took entries with it that nobody acked
     assert not worker.alive()
 
@@ -108,8 +108,8 @@ def test_kill_9_while_holding_a_batch_loses_no_job(env):
     counter.stop()
     assert set(counter.counts) == {j["id"] for j in jobs}
     assert set(counter.counts.values()) == {1}  # every job finished exactly once
-    assert client.xlen(keys.stream("poison")) == 0
-    assert client.xpending(keys.stream("poison"), keys.GROUP)["pending"] == 0
+    assert client.xlen(keys.stream("poison", 1)) == 0
+    assert client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"] == 0
 
 
 def test_poison_input_fails_after_max_attempts_while_others_complete(env):
@@ -146,12 +146,12 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits(env):
     assert info["gpu"] == "0" and info["cuda_visible_devices"] == "0"
     assert info["models"][0]["device"] == "CPU"
     jobs = submit_many(env["base"], [GOOD] * 300)
-    wait_for(lambda: client.xlen(keys.stream("poison")) < 300, 30, "the worker to start work")
+    wait_for(lambda: client.xlen(keys.stream("poison", 1)) < 300, 30, "the worker to start work")
     worker.signal(signal.SIGTERM)
     worker.proc.wait(30)
     assert worker.proc.returncode == 0, worker.output()[-3000:]
     # Nothing is left held by the stopped worker, nor half-done.
-    assert client.xpending(keys.stream("poison"), keys.GROUP)["pending"] == 0
+    assert client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"] == 0
     statuses = [client.hget(keys.job(j["id"]), "status").decode() for j in jobs]
     assert set(statuses) <= {"succeeded", "queued"} and "succeeded" in statuses
     assert live_workers(client, 10) == []
