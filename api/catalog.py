@@ -1,5 +1,6 @@
 """Which models and versions exist and in what state, from the repository on disk (read without
 TensorFlow) and the workers' heartbeats."""
+import os
 import time
 
 from jobs import keys, repository, streams
@@ -37,7 +38,11 @@ class Catalog:
     def exists(self, name: str) -> bool:
         if not repository.NAME_RE.match(name):
             return False
-        return name in self.repo_names() or bool(self.redis.sismember(keys.models(), name))
+        # Looked up on disk each time (one directory read), not in the cache: another API
+        # process may have just removed the model.
+        model_dir = os.path.join(self.settings.model_repository, name)
+        return bool(repository.versions(model_dir)) or bool(
+            self.redis.sismember(keys.models(), name))
 
     def _served(self, name: str) -> list[dict]:
         return [m for w in streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)

@@ -174,6 +174,18 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def model_processes(worker_pid: int) -> list[int]:
+    """The worker's model processes (not multiprocessing's resource tracker)."""
+    found = []
+    for pid in children(worker_pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def start_webhook_worker(redis_url: str, **settings) -> Proc:
     args = [str(BIN / "celery"), "-A", "webhooks.app", "worker", "--loglevel", "INFO",
             "--without-mingle", "--without-gossip", "--hostname", f"hooks-{free_port()}@%h"]

@@ -12,7 +12,7 @@ import requests
 
 from demo.shapes import random_examples
 from jobs.store import JobStore
-from tests.procs import ROOT, RedisServer, children, start_api, start_worker
+from tests.procs import ROOT, RedisServer, children, model_processes, start_api, start_worker
 
 EXAMPLES = ROOT / "examples"
 
@@ -123,7 +123,7 @@ def test_api_processes_never_load_tensorflow(stack):
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "tensorflow" not in maps and "libtf" not in maps, f"API process {pid}"
     # The check above does see TensorFlow where it is: in the worker's model process.
-    model_pids = children(stack["worker"].pid)
+    model_pids = model_processes(stack["worker"].pid)
     assert any("tensorflow" in Path(f"/proc/{pid}/maps").read_text() for pid in model_pids)
     # The worker's own process (the supervisor beside Celery) does not load it either.
     assert "tensorflow" not in Path(f"/proc/{stack['worker'].pid}/maps").read_text()
