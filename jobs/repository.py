@@ -215,6 +215,10 @@ def _image_input(name, inp) -> dict:
     if color_mode not in COLOR_MODES:
         raise ModelConfigError(f"model {name!r}: input.color_mode must be one of "
                                f"{sorted(COLOR_MODES)}, got {color_mode!r}")
+    channels = inp.get("channels", COLOR_MODES[color_mode])
+    if channels != COLOR_MODES[color_mode]:
+        raise ModelConfigError(f"model {name!r}: input.channels {channels!r} does not match "
+                               f"color_mode {color_mode!r} ({COLOR_MODES[color_mode]} channels)")
     preprocessing = inp.get("preprocessing", "scale_0_1")
     if preprocessing not in PREPROCESSING:
         raise ModelConfigError(f"model {name!r}: input.preprocessing must be one of "

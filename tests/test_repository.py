@@ -41,6 +41,7 @@ def test_a_version_config_overrides_the_model_config(tmp_path):
     ({"input": {}}, "input.size must be"),
     ({"input": {"size": [8, 8], "preprocessing": "magic"}}, "input.preprocessing must be"),
     ({"input": {"size": [8, 8], "color_mode": "cmyk"}}, "input.color_mode must be"),
+    ({"input": {"size": [8, 8], "channels": 1}}, "does not match color_mode"),
     ({"input": {"size": [8, 8]}, "labels": "a,b"}, "labels must be a list"),
     ({"input": {"size": [8, 8]}, "max_batch_size": 0}, "max_batch_size must be a positive"),
 ])
