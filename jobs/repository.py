@@ -35,6 +35,7 @@ class ModelSpec:
     max_batch_size: int = 32
     buckets: tuple[int, ...] = ()  # padded batch sizes; empty: powers of two
     custom_objects: str = ""  # "module:attribute", a dict of custom layers/functions
+    input_name: str = "input"  # what the standard protocols call the input
     fingerprint: str = ""  # changes when the config or the model files change
 
     @property
@@ -186,7 +187,11 @@ def _spec(name, version, path, config, model_dir, default_max_batch_size, finger
               "max_batch_size": _positive_int(name, "max_batch_size",
                                               config.get("max_batch_size",
                                                          default_max_batch_size)),
-              "custom_objects": config.get("custom_objects", "")}
+              "custom_objects": config.get("custom_objects", ""),
+              "input_name": inp.get("name", "image" if inp.get("kind", "image") == "image"
+                                    else "input")}
+    if not (isinstance(common["input_name"], str) and NAME_RE.match(common["input_name"])):
+        raise ModelConfigError(f"model {name!r}: input.name must be a plain name")
     buckets = config.get("buckets", [])
     if not isinstance(buckets, list):
         raise ModelConfigError(f"model {name!r}: buckets must be a list of batch sizes")

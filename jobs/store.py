@@ -68,15 +68,15 @@ end
 """
 
 # KEYS: job, deliveries, started delivery, due. ARGV: now, model version, delivery ttl_s.
-# Returns the status afterwards (false: job gone).
+# Returns {status afterwards ('' when the job is gone), the output form the job asked for}.
 _START = _SCHEDULE_WEBHOOK + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'version', ARGV[2])
   schedule_webhook(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 'started', ARGV[1], ARGV[3])
-  return 'running'
+  st = 'running'
 end
-return st
+return {st or '', redis.call('HGET', KEYS[1], 'output') or ''}
 """
 
 # KEYS: job, finished channel, deliveries, started delivery, completed delivery, due.
@@ -224,8 +224,10 @@ class JobStore:
         raw = self.redis.hgetall(keys.job(job_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
-    def start(self, job_ids, version: str = "") -> dict[str, str | None]:
-        """Mark jobs running on model `version`; returns each status afterwards (None: gone)."""
+    def start(self, job_ids, version: str = "") -> dict[str, tuple[str | None, str]]:
+        """Mark jobs running on model `version`. Returns each job's status afterwards (None:
+        gone) and the output form it asked for ("raw": the model's output rows, for the
+        standard protocols; "": the model's usual result)."""
         job_ids = list(dict.fromkeys(job_ids))
         pipe = self.redis.pipeline(transaction=False)
         now = repr(time.time())
@@ -233,7 +235,8 @@ class JobStore:
             self._start(keys=[keys.job(job_id), keys.deliveries(job_id),
                               keys.delivery(webhook_id(job_id, "started")), keys.webhooks_due()],
                         args=[now, version, self.delivery_ttl_s], client=pipe)
-        return {j: (s.decode() if s else None) for j, s in zip(job_ids, pipe.execute())}
+        return {j: (st.decode() or None, out.decode())
+                for j, (st, out) in zip(job_ids, pipe.execute())}
 
     def finish(self, stream: str, results: list[InputResult]) -> list[str]:
         """Record results, then ack and delete their entries, in one round trip.

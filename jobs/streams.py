@@ -17,6 +17,7 @@ class Entry:
     data: bytes
     enqueued_at: float
     deliveries: int = 1
+    raw: bool = False  # the job wants the model's output rows (the standard protocols)
 
 
 def _entry(entry_id, fields) -> Entry:

@@ -79,15 +79,17 @@ def test_cancel_only_unfinished_jobs(store, r):
     assert store.cancel(queued["id"]) == 0
     assert store.cancel("x" * 22) == -1
     # The worker's start step reports the job canceled, so its entries are skipped.
-    assert store.start([queued["id"]]) == {queued["id"]: "canceled"}
+    assert store.start([queued["id"]]) == {queued["id"]: ("canceled", "")}
 
 
 def test_start_marks_running_and_records_the_version(store):
     job, _ = store.enqueue("m", [b"a"], fallback_version="1")
-    assert store.start([job["id"], job["id"]], "3") == {job["id"]: "running"}
+    assert store.start([job["id"], job["id"]], "3") == {job["id"]: ("running", "")}
     record = store.get(job["id"])
     assert record["version"] == "3" and record["started_at"]
-    assert store.start(["gone" * 5]) == {"gone" * 5: None}
+    assert store.start(["gone" * 5]) == {"gone" * 5: (None, "")}
+    raw, _ = store.enqueue("m", [b"a"], fallback_version="1", fields={"output": "raw"})
+    assert store.start([raw["id"]]) == {raw["id"]: ("running", "raw")}
 
 
 def test_wait_wakes_on_the_finish_signal(store, r):

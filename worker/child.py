@@ -46,7 +46,7 @@ def main(spec, settings, consumer_name: str, conn, parent_pid: int):
     pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="inferq-decode")
     loop = ModelLoop(predictor, redis, consumer_name, settings, pool)
     loop.start()
-    conn.send(("ready", {"device": predictor.device}))
+    conn.send(("ready", {"device": predictor.device, "output_shape": predictor.output_shape}))
     try:
         while not stop.is_set() and os.getppid() == parent_pid:
             if conn.poll(0.2):

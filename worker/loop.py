@@ -141,10 +141,12 @@ class ModelLoop:
                 f"finishing (max_attempts={self.settings.max_attempts}); the worker crashed or "
                 f"the model failed on it each time") for e in poison])
             batch = [e for e in batch if e.deliveries <= self.settings.max_attempts]
-        statuses = self.store.start((e.job_id for e in batch), str(self.spec.version))
-        skip = [e.id for e in batch if statuses.get(e.job_id) != RUNNING]
-        self.consumer.drop(skip)
-        return [e for e in batch if statuses.get(e.job_id) == RUNNING]
+        started = self.store.start((e.job_id for e in batch), str(self.spec.version))
+        running = [e for e in batch if started[e.job_id][0] == RUNNING]
+        self.consumer.drop([e.id for e in batch if started[e.job_id][0] != RUNNING])
+        for e in running:
+            e.raw = started[e.job_id][1] == "raw"
+        return running
 
     # -- model owner --------------------------------------------------------------------
     def _model_loop(self):
@@ -190,9 +192,10 @@ class ModelLoop:
         for entry, row in zip(entries, rows):
             metrics = {"queue_ms": round(max(0.0, started - entry.enqueued_at) * 1000, 2),
                        "predict_ms": round(predict_ms, 2), "batch_size": len(entries)}
+            output = ({"output": self.predictor.raw(row)} if entry.raw
+                      else self.predictor.result(row))
             results.append(InputResult(entry.id, entry.job_id, entry.idx,
-                                       output={**self.predictor.result(row),
-                                               "metrics": metrics}))
+                                       output={**output, "metrics": metrics}))
         return results
 
     def _failed(self, entry, exc) -> list[InputResult]:

@@ -92,7 +92,8 @@ class Predictor:
     def warm_up(self):
         """Trace and run every bucket once, so no request pays for a trace."""
         for size in self.buckets:
-            self._run(np.zeros((size,) + self.spec.input_shape, dtype=self.input_dtype))
+            out = self._run(np.zeros((size,) + self.spec.input_shape, dtype=self.input_dtype))
+        self.output_shape = list(out.shape[1:])  # one input's output, for protocol metadata
         log.info("model %s v%d warm on %s for batch sizes %s", self.spec.name, self.spec.version,
                  self.device, self.buckets)
 
@@ -106,7 +107,12 @@ class Predictor:
         """A classifier's top-k (image models, or any model with labels), else the raw row."""
         if self.spec.kind == "image" or self.spec.labels:
             return {"top_k": self.top_k(row)}
-        return {"output": np.asarray(row, dtype=np.float64).ravel().tolist()}
+        return {"output": self.raw(row)}
+
+    @staticmethod
+    def raw(row: np.ndarray) -> list:
+        """The model's output row as it is (nested lists keep its shape)."""
+        return np.asarray(row, dtype=np.float64).tolist()
 
     def top_k(self, row: np.ndarray) -> list[dict]:
         row = np.ravel(row)

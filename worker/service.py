@@ -28,6 +28,7 @@ class Child:
 
     def __init__(self, ctx, spec, settings, worker_name: str):
         self.spec, self.state, self.reason, self.device = spec, LOADING, None, None
+        self.output_shape = None
         self.conn, child_conn = ctx.Pipe()
         consumer = f"{worker_name}/{spec.name}:v{spec.version}:{spec.fingerprint[:6]}"
         self.process = ctx.Process(target=child.main, daemon=True,
@@ -46,6 +47,7 @@ class Child:
                 message, data = self.conn.recv()
                 if message == "ready":
                     self.state, self.device = AVAILABLE, data["device"]
+                    self.output_shape = data["output_shape"]
                 elif message == "error":
                     self.state, self.reason = UNAVAILABLE, data
         except (EOFError, OSError):
@@ -207,7 +209,8 @@ class InferenceService:
                             "max_batch_size": c.spec.max_batch_size,
                             "labels": list(c.spec.labels),
                             "input_shape": list(c.spec.input_shape), "dtype": c.spec.dtype,
-                            "names": list(c.spec.names)}
+                            "names": list(c.spec.names), "input_name": c.spec.input_name,
+                            "output_shape": c.output_shape}
         for key, reason in self.errors.items():
             if key in records:
                 records[key]["reason"] = reason  # e.g. a reload failed; the old load serves
