@@ -6,7 +6,7 @@ from flask import Flask
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import admin, errors, health, jobs, models
+from api import admin, errors, health, jobs, kserve, models, tfserving
 from api.catalog import Catalog
 from jobs.settings import Settings, load_settings
 from jobs.store import JobStore
@@ -48,6 +48,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["inferq"] = Context(settings)
     errors.register(app)
-    for module in (jobs, models, admin, health):
+    for module in (jobs, models, admin, health, tfserving, kserve):
         app.register_blueprint(module.bp)
     return app

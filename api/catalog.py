@@ -65,12 +65,19 @@ class Catalog:
         if specs:
             s = specs[-1]
             return {"kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
-                    "names": list(s.names)}
+                    "names": list(s.names), "name": s.input_name}
         for m in sorted(self._served(name), key=lambda m: -m["version"]):
             if "kind" in m:
                 return {"kind": m["kind"], "dtype": m.get("dtype", "float32"),
-                        "shape": m["input_shape"], "names": m.get("names", [])}
-        return {"kind": "image"}
+                        "shape": m["input_shape"], "names": m.get("names", []),
+                        "name": m.get("input_name", "input")}
+        return {"kind": "image", "name": "image"}
+
+    def served(self, name: str, version: int | None = None) -> dict | None:
+        """A live worker's record of the version (default: the highest available)."""
+        records = [m for m in self._served(name) if m["state"] == "available"
+                   and (version is None or m["version"] == version)]
+        return max(records, key=lambda m: m["version"]) if records else None
 
     def states(self) -> dict[str, dict]:
         """Every known model with its versions, their states, workers and backlog."""
@@ -117,7 +124,8 @@ class Catalog:
                    if m["name"] == name and m["state"] == "available"}
         model = {"name": name, "state": state,
                  "default_version": int(default) if default else None,
-                 "versions": ordered, "workers": len(serving), "backlog": sum(backlogs)}
+                 "versions": ordered, "workers": len(serving), "backlog": sum(backlogs),
+                 "model_version_status": [_tfs_status(v) for v in reversed(ordered)]}
         best = details.get(model["default_version"]) or (
             details[max(details)] if details else None)
         if best:
@@ -125,3 +133,13 @@ class Catalog:
                          input_shape=best.get("input_shape"),
                          max_batch_size=best.get("max_batch_size"))
         return model
+
+
+def _tfs_status(v: dict) -> dict:
+    """A version's state as TF Serving reports it."""
+    state = {"available": "AVAILABLE", "loading": "LOADING", "unloading": "UNLOADING"}.get(
+        v["state"], "END")
+    ok = v["state"] != "unavailable"
+    return {"version": str(v["version"]), "state": state,
+            "status": {"error_code": "OK" if ok else "UNKNOWN",
+                       "error_message": "" if ok else v.get("reason", "")}}

@@ -64,28 +64,42 @@ def tensor_instances(body: dict, model_input: dict) -> list[bytes]:
     if not isinstance(instances, list) or not instances:
         raise ApiError(400, "no_input", "JSON body must be {\"instances\": [...]} with at "
                        "least one instance")
+    return [pack_tensor(inst, model_input, f"instances[{i}]") for i, inst in enumerate(instances)]
+
+
+def pack_tensor(inst, model_input: dict, where: str) -> bytes:
+    """One instance as the worker unpacks it: little-endian values of the model's dtype."""
     shape, names = tuple(model_input["shape"]), model_input.get("names") or []
     dtype = np.dtype(model_input["dtype"]).newbyteorder("<")
-    out = []
-    for i, inst in enumerate(instances):
-        if isinstance(inst, dict):
-            missing = [n for n in names if n not in inst]
-            if not names or missing or len(inst) != len(names):
-                raise ApiError(400, "invalid_input", f"instances[{i}] must have exactly the "
-                               f"keys {names}" if names else f"instances[{i}]: this model's "
-                               "features have no names; send a list")
-            inst = [inst[n] for n in names]
-        try:
-            arr = np.asarray(inst, dtype=np.float64)
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None or arr.shape != shape or not np.isfinite(arr).all():
-            raise ApiError(400, "invalid_input", f"instances[{i}] must be finite numbers of "
-                           f"shape {list(shape)}")
-        if dtype.kind in "iu" and not (arr == np.round(arr)).all():
-            raise ApiError(400, "invalid_input", f"instances[{i}] must be whole numbers")
-        out.append(arr.astype(dtype).tobytes())
-    return out
+    if isinstance(inst, dict):
+        missing = [n for n in names if n not in inst]
+        if not names or missing or len(inst) != len(names):
+            raise ApiError(400, "invalid_input", f"{where} must have exactly the keys {names}"
+                           if names else f"{where}: this model's features have no names; "
+                           "send a list")
+        inst = [inst[n] for n in names]
+    try:
+        arr = np.asarray(inst, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is None or arr.shape != shape or not np.isfinite(arr).all():
+        raise ApiError(400, "invalid_input", f"{where} must be finite numbers of shape "
+                       f"{list(shape)}")
+    if dtype.kind in "iu" and not (arr == np.round(arr)).all():
+        raise ApiError(400, "invalid_input", f"{where} must be whole numbers")
+    return arr.astype(dtype).tobytes()
+
+
+def decode_b64(value, where: str) -> bytes:
+    """Base64 text (or a data URL) to bytes."""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_input", f"{where} must be a base64 string")
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]  # accept data URLs as browsers make them
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_base64", f"{where} is not valid base64") from None
 
 
 def _json_body(raw: bytes) -> dict:
@@ -109,10 +123,5 @@ def _json_images(body: dict) -> list[bytes]:
         if not isinstance(b64, str):
             raise ApiError(400, "invalid_input", f"images[{i}] must be an object with a string "
                            f"field 'b64'")
-        if b64.startswith("data:") and "," in b64:
-            b64 = b64.split(",", 1)[1]  # accept data URLs as browsers make them
-        try:
-            out.append(base64.b64decode(b64, validate=True))
-        except (binascii.Error, ValueError):
-            raise ApiError(400, "invalid_base64", f"images[{i}].b64 is not valid base64") from None
+        out.append(decode_b64(b64, f"images[{i}].b64"))
     return out

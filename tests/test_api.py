@@ -178,7 +178,10 @@ def test_models_and_readiness_without_workers(client):
                        "versions": [{"version": 1, "state": "unavailable", "workers": 0,
                                      "reason": "no live worker serves this version",
                                      "backlog": 0}],
-                       "workers": 0, "backlog": 0}]
+                       "workers": 0, "backlog": 0,
+                       "model_version_status": [{"version": "1", "state": "END", "status": {
+                           "error_code": "UNKNOWN",
+                           "error_message": "no live worker serves this version"}}]}]
     assert client.get("/healthz").status_code == 200
     resp = client.get("/readyz")
     assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "not_ready"
