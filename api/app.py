@@ -7,6 +7,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from api import admin, errors, health, jobs, kserve, models, tfserving
+from api import openapi
 from api.catalog import Catalog
 from jobs.settings import Settings, load_settings
 from jobs.store import JobStore
@@ -50,4 +51,5 @@ def create_app(config: dict | None = None) -> Flask:
     errors.register(app)
     for module in (jobs, models, admin, health, tfserving, kserve):
         app.register_blueprint(module.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -9,6 +9,27 @@ from flask import request
 
 from api.errors import ApiError
 from api.images import check_image
+from api.schemas import SubmitForm, SubmitImages, TensorInstances, WebhookOptions, validate
+
+# What each field's check failure answers: (code, message); "field[]" for one bad item.
+_NO_IMAGES = ("no_input", "JSON body must be {\"images\": [{\"b64\": \"...\"}, ...]} with at "
+              "least one image")
+_WEBHOOK = {
+    "webhook": ("invalid_webhook", "webhook must be an http(s) URL string of at most 2048 "
+                "characters"),
+    "webhook_events_filter": ("invalid_webhook", "webhook_events_filter must be a non-empty "
+                              "list of started, completed"),
+}
+_IMAGES_ERRORS = {"images": _NO_IMAGES, "images[]": (
+    "invalid_input", "images[{i}] must be an object with a string field 'b64'"), **_WEBHOOK}
+_FORM_ERRORS = {"image": ("no_input", "send one or more files in the multipart field 'image'"),
+                **_WEBHOOK}
+_INSTANCES_ERRORS = {
+    "instances": ("no_input", "JSON body must be {\"instances\": [...]} with at least one "
+                  "instance"),
+    "instances[]": ("invalid_input", "instances[{i}] must be a list of numbers (a number "
+                    "for a scalar input), or an object keyed by feature name"),
+}
 
 
 def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
@@ -22,21 +43,23 @@ def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
         body = _json_body(request.get_data(cache=False))
         inputs = tensor_instances(body, model_input)
         _check_count(settings, inputs)
-        return inputs, _json_options(body)
+        return inputs, _options(body)
     if mimetype == "multipart/form-data":
-        inputs = [f.read() for f in request.files.getlist("image")]
-        if not inputs:
-            raise ApiError(400, "no_input", "send one or more files in the multipart field 'image'")
-        events = [e for v in request.form.getlist("webhook_events_filter") for e in v.split(",")]
-        options = {"webhook": request.form.get("webhook"),
-                   "webhook_events_filter": events or None}
+        form = validate(SubmitForm, {
+            "image": [f.read() for f in request.files.getlist("image")],
+            "webhook": request.form.get("webhook"),
+            "webhook_events_filter": request.form.getlist("webhook_events_filter") or None},
+            _FORM_ERRORS)
+        inputs = form.image
+        # Each value of the field may name several events, comma-separated.
+        events = [e for v in form.webhook_events_filter or [] for e in v.split(",")]
+        options = _options({"webhook": form.webhook, "webhook_events_filter": events or None})
     elif mimetype == "application/json":
         body = _json_body(request.get_data(cache=False))
         if "instances" in body and "images" not in body:
             raise ApiError(400, "invalid_input", "this model takes images: send "
                            "{\"images\": [{\"b64\": ...}]} or multipart 'image' files")
-        inputs = _json_images(body)
-        options = _json_options(body)
+        inputs, options = _json_images(body)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with 'image' "
                        "files, or application/json with {\"images\": [{\"b64\": ...}]}")
@@ -52,18 +75,14 @@ def _check_count(settings, inputs):
                        f"{settings.max_inputs_per_job} (INFERQ_MAX_INPUTS_PER_JOB)")
 
 
-def _json_options(body: dict) -> dict:
-    return {"webhook": body.get("webhook"),
-            "webhook_events_filter": body.get("webhook_events_filter")}
+def _options(body: dict) -> dict:
+    return validate(WebhookOptions, body, _WEBHOOK).model_dump()
 
 
 def tensor_instances(body: dict, model_input: dict) -> list[bytes]:
     """TF Serving's row format: each instance a (nested) list of numbers, or an object keyed by
     the model's feature names. Each becomes one packed input of the model's dtype and shape."""
-    instances = body.get("instances")
-    if not isinstance(instances, list) or not instances:
-        raise ApiError(400, "no_input", "JSON body must be {\"instances\": [...]} with at "
-                       "least one instance")
+    instances = validate(TensorInstances, body, _INSTANCES_ERRORS).instances
     return [pack_tensor(inst, model_input, f"instances[{i}]") for i, inst in enumerate(instances)]
 
 
@@ -107,21 +126,14 @@ def _json_body(raw: bytes) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes: a client's doing, not a 500
+        raise ApiError(400, "invalid_json", "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     return body
 
 
-def _json_images(body: dict) -> list[bytes]:
-    images = body.get("images")
-    if not isinstance(images, list) or not images:
-        raise ApiError(400, "no_input", "JSON body must be {\"images\": [{\"b64\": \"...\"}, ...]} "
-                       "with at least one image")
-    out = []
-    for i, item in enumerate(images):
-        b64 = item.get("b64") if isinstance(item, dict) else None
-        if not isinstance(b64, str):
-            raise ApiError(400, "invalid_input", f"images[{i}] must be an object with a string "
-                           f"field 'b64'")
-        out.append(decode_b64(b64, f"images[{i}].b64"))
-    return out
+def _json_images(body: dict) -> tuple[list[bytes], dict]:
+    checked = validate(SubmitImages, body, _IMAGES_ERRORS)
+    images = [decode_b64(item.b64, f"images[{i}].b64") for i, item in enumerate(checked.images)]
+    return images, checked.model_dump(exclude={"images"})

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from api.errors import ApiError
 from api.inputs import read_request
 from api.options import idempotency, prefer_wait, webhook_fields
+from api.schemas import JobQuery, validate
 from jobs.deliveries import Deliveries
 from jobs.public import job_json
 from jobs.store import FINAL, BacklogFull, IdempotencyConflict, NoVersion, is_job_id
@@ -36,11 +37,11 @@ def _submit(model: str, version: int | None):
     inputs, options = read_request(ctx.settings, catalog.input_of(model))
     fields = webhook_fields(ctx.settings, options)
     wait_s = prefer_wait(ctx.settings.max_long_poll_s)
+    pinned = "" if version is None else str(version)  # not `version or ""`: 0 is a version
     try:
         record, replayed = ctx.store.enqueue(
-            model, inputs, version="" if version is None else str(version),
-            fallback_version=catalog.fallback_version(model), fields=fields,
-            idempotency=idempotency(f"{model}:{version or ''}", inputs, fields))
+            model, inputs, version=pinned, fallback_version=catalog.fallback_version(model),
+            fields=fields, idempotency=idempotency(f"{model}:{pinned}", inputs, fields))
     except BacklogFull:
         raise ApiError(503, "backlog_full", f"model {model!r} already has "
                        f"{ctx.settings.max_backlog} inputs waiting; try again shortly",
@@ -107,12 +108,6 @@ def _no_job(job_id):
 
 def _wait_param(cap_s: float) -> float:
     raw = request.args.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ApiError(400, "invalid_wait", f"wait must be a number of seconds, got {raw!r}")
-    return min(value, cap_s)
+    query = validate(JobQuery, request.args.to_dict(), {"wait": (
+        "invalid_wait", f"wait must be a number of seconds, got {raw!r}")}, strict=False)
+    return min(query.wait, cap_s)

@@ -6,21 +6,20 @@ import re
 from flask import request
 
 from api.errors import ApiError
-from jobs.store import WEBHOOK_EVENTS
+from api.schemas import SubmitHeaders, validate
 from webhooks.ssrf import UnsafeURL, check_url
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.I)
 
 
 def webhook_fields(settings, options: dict) -> dict:
-    """Job record fields for the webhook options (none without a webhook)."""
+    """Job record fields for the webhook options (none without a webhook). Their types were
+    checked with api.schemas.WebhookOptions; these are the checks a schema cannot make."""
     url, events = options.get("webhook"), options.get("webhook_events_filter")
-    if url in (None, ""):
+    if not url:
         if events:
             raise ApiError(400, "invalid_webhook", "webhook_events_filter needs a webhook")
         return {}
-    if not isinstance(url, str) or len(url) > 2048:
-        raise ApiError(400, "invalid_webhook", "webhook must be an http(s) URL string")
     if not settings.webhook_secrets:
         raise ApiError(400, "webhooks_disabled", "this server sends no webhooks: its "
                        "INFERQ_WEBHOOK_SECRET is not set")
@@ -28,12 +27,7 @@ def webhook_fields(settings, options: dict) -> dict:
         check_url(url, settings.webhook_networks)
     except UnsafeURL as exc:
         raise ApiError(400, "invalid_webhook", f"webhook refused: {exc}") from None
-    events = events if events is not None else ["completed"]
-    if (not isinstance(events, list) or not events
-            or not all(isinstance(e, str) and e.strip() in WEBHOOK_EVENTS for e in events)):
-        raise ApiError(400, "invalid_webhook", "webhook_events_filter must be a non-empty list "
-                       f"of {', '.join(WEBHOOK_EVENTS)}")
-    return {"webhook": url, "webhook_events": ",".join(sorted({e.strip() for e in events}))}
+    return {"webhook": url, "webhook_events": ",".join(sorted(set(events or ["completed"])))}
 
 
 def prefer_wait(cap_s: float) -> float | None:
@@ -49,9 +43,11 @@ def idempotency(model: str, inputs: list[bytes], fields: dict) -> tuple[str, str
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 "
-                       "printable characters")
+    bad_key = ("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable "
+               "characters")
+    validate(SubmitHeaders, {"Idempotency-Key": key}, {"Idempotency-Key": bad_key})
+    if not key.isprintable():
+        raise ApiError(400, *bad_key)
     digest = hashlib.sha256()
     for part in (model, fields.get("webhook", ""), fields.get("webhook_events", "")):
         digest.update(part.encode() + b"\0")
