@@ -97,7 +97,7 @@ def infer(model, version=None):
     if tensor.get("name") != model_input["name"]:
         raise V2Error(400, f"unknown input {tensor.get('name')!r}; the model's input is "
                       f"{model_input['name']!r}")
-    params = req.get("parameters") or {}
+    params = _parameters(req, "the request's")
     binary_out = _requested_outputs(req, params)
     try:
         inputs = _inputs(tensor, binary, model_input, ctx.settings.max_image_pixels)
@@ -136,9 +136,23 @@ def _split_body() -> tuple[dict, bytes]:
         req = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise V2Error(400, f"request is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes
+        raise V2Error(400, "request JSON is nested too deeply") from None
     if not isinstance(req, dict):
         raise V2Error(400, "request must be a JSON object")
+    if not isinstance(req.get("id", ""), str):
+        raise V2Error(400, "id must be a string")
     return req, binary
+
+
+def _parameters(obj: dict, whose: str) -> dict:
+    """`obj`'s "parameters": an object, or {} when absent or null."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise V2Error(400, f"{whose} parameters must be an object")
+    return params
 
 
 def _requested_outputs(req: dict, params) -> bool:
@@ -153,7 +167,7 @@ def _requested_outputs(req: dict, params) -> bool:
         if out.get("name") != OUTPUT:
             raise V2Error(400, f"unknown output {out.get('name')!r}; the model's output is "
                           f"{OUTPUT!r}")
-        binary = bool((out.get("parameters") or {}).get("binary_data", binary))
+        binary = bool(_parameters(out, "an output's").get("binary_data", binary))
     return binary
 
 
@@ -162,7 +176,7 @@ def _inputs(tensor: dict, binary: bytes, model_input: dict, max_pixels: int) -> 
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 0
                                                        for d in shape)):
         raise V2Error(400, "shape must be a list of sizes, the batch first")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor, "an input's").get("binary_data_size")
     if size is not None and (not isinstance(size, int) or size < 0 or size > len(binary)):
         raise V2Error(400, "binary_data_size does not match the binary data sent")
     raw = binary[:size] if size is not None else None
@@ -182,7 +196,7 @@ def _inputs(tensor: dict, binary: bytes, model_input: dict, max_pixels: int) -> 
             values = np.frombuffer(raw, dtype=NUMERIC[datatype]).reshape(shape)
         else:
             values = np.asarray(tensor.get("data"), dtype=np.float64).reshape(shape)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # Overflow: an int past float64
         raise V2Error(400, f"data does not fit shape {shape}: {exc}") from None
     return [pack_tensor(row.tolist(), model_input, f"row {i}") for i, row in enumerate(values)]
 

@@ -29,6 +29,8 @@ def predict(model, version=None):
         body = json.loads(request.get_data(cache=False))
     except (ValueError, UnicodeDecodeError) as exc:
         return _error(400, f"JSON Parse error: {exc}")
+    except RecursionError:  # nested deeper than the parser goes
+        return _error(400, "JSON Parse error: nested too deeply")
     if not isinstance(body, dict):
         return _error(400, "JSON Value: request must be an object")
     if body.get("signature_name", "") not in SIGNATURES:

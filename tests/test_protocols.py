@@ -178,3 +178,26 @@ def test_a_request_past_its_deadline_gets_an_error_and_leaves_nothing_running(st
     idle_jobs = [client.hgetall(k) for k in client.scan_iter(keys.job("*"))]
     idle_jobs = [j for j in idle_jobs if j.get(b"model") == b"idle"]
     assert len(idle_jobs) == 2 and {j[b"status"] for j in idle_jobs} == {b"canceled"}
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/models/games:predict", b"[" * 50_000),
+    ("/v2/models/games/infer", b"[" * 50_000),
+    ("/v2/models/games/infer", b'{"inputs": [{"name": "input", "shape": [1, 10], '
+                               b'"datatype": "FP32", "data": [0,0,0,0,0,0,0,0,0,0], '
+                               b'"parameters": 5}]}'),
+    ("/v2/models/games/infer", b'{"inputs": [{"name": "input", "shape": [1, 10], '
+                               b'"datatype": "FP32", "data": [0,0,0,0,0,0,0,0,0,0]}], '
+                               b'"outputs": [{"name": "output_0", "parameters": "x"}]}'),
+    ("/v2/models/games/infer", b'{"inputs": [{"name": "input", "shape": [1, 10], '
+                               b'"datatype": "FP32", "data": [1e400,0,0,0,0,0,0,0,0,0]}]}'),
+    ("/v2/models/games/infer", b'{"inputs": [{"name": "input", "shape": [1, 10], '
+                               b'"datatype": "FP32", "data": [' + b"9" * 400 + b',0,0,0,0,0,0,0,0,0]}]}'),
+    ("/v2/models/games/infer", b'{"id": 7, "inputs": [{"name": "input", "shape": [1, 10], '
+                               b'"datatype": "FP32", "data": [0,0,0,0,0,0,0,0,0,0]}]}'),
+])
+def test_hostile_protocol_bodies_are_400_not_500(stack, path, body):
+    resp = requests.post(stack["base"] + path, data=body,
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert isinstance(resp.json()["error"], str)
