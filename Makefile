@@ -20,3 +20,19 @@ train-demo: install
 
 clean:
 	rm -rf .run .pytest_cache
+
+# Benchmark (bench/README.md): every figure in one run on this machine, as ratios.
+# `bench` writes bench/results/latest.{json,md,png}; `bench-quick` is a short run of every
+# measurement path (CI), bench/results/quick.json.
+.PHONY: bench bench-quick
+BENCH_DEPS := $(VENV)/.bench-deps
+
+$(BENCH_DEPS): bench/requirements.txt | install
+	$(PY) -m pip install -q -r bench/requirements.txt
+	@touch $@
+
+bench: install $(BENCH_DEPS)
+	$(PY) -m bench.run
+
+bench-quick: install $(BENCH_DEPS)
+	$(PY) -m bench.run --quick

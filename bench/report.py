@@ -1,0 +1,158 @@
+"""Turn the phases' measurements into the result keys, the table and the plot."""
+from bench.common import MAX_BATCH_SIZE
+
+# name: (key, target, higher is better, unit)
+TARGETS = {
+    "e2e_ratio": ("e2e_ratio", 0.90, True, "of the ceiling"),
+    "mean_batch_ratio": ("mean_batch_ratio", 0.90, True, "of max_batch_size"),
+    "idle_p50_overhead_ms": ("idle_p50_overhead_ms", 5.0, False, "ms"),
+    "idle_p99_overhead_ms": ("idle_p99_overhead_ms", 15.0, False, "ms"),
+    "null_jobs_s": ("null_jobs_s", 3000.0, True, "jobs/s"),
+    "api_submits_s": ("api_submits_s", 1000.0, True, "submits/s"),
+    "api_rss_mb": ("api_rss_mb", 80.0, False, "MB"),
+}
+
+
+def summarise(ceiling, e2e, idle, null, naive, api, p) -> dict:
+    single = ceiling["single_ms_p50"]
+    out = {
+        "ceiling_img_s": round(ceiling["img_s"], 2),
+        "ceiling_single_ms": single,
+        "e2e_img_s": round(e2e["img_s"], 2),
+        "e2e_ratio": round(e2e["img_s"] / ceiling["img_s"], 3),
+        "mean_batch": round(e2e["mean_batch"], 2),
+        "mean_batch_ratio": round(e2e["mean_batch"] / MAX_BATCH_SIZE, 3),
+        "idle_p50_ms": idle["p50_ms"],
+        "idle_p99_ms": idle["p99_ms"],
+        "idle_p50_overhead_ms": round(idle["p50_ms"] - single, 2),
+        "idle_p99_overhead_ms": round(idle["p99_ms"] - single, 2),
+        "null_jobs_s": round(null["jobs_s"]),
+        "null_worker_cpu_ms_per_job": round(null["worker_cpu_ms_per_job"], 3),
+        "naive_img_s": round(naive["img_s"], 2),
+        "naive_ratio": round(naive["img_s"] / ceiling["img_s"], 3),
+        "e2e_over_naive": round(e2e["img_s"] / naive["img_s"], 2) if naive["img_s"] else None,
+        "api_submits_s": round(api["submits_s"]),
+        "api_rss_mb": api["rss_mb"],
+        "api_peak_rss_mb": api["peak_rss_mb"],
+        "api_cpu_ms_per_submit": api["cpu"]["api"]["ms_per_item"],
+    }
+    targets = {}
+    for name, (key, target, higher, unit) in TARGETS.items():
+        value = out[key]
+        met = value >= target if higher else (value <= target if name != "api_rss_mb"
+                                              else value < target)
+        targets[name] = {"value": value, "target": target, "higher_is_better": higher,
+                         "unit": unit, "met": bool(met)}
+    out["targets"] = targets
+    out["details"] = {"ceiling": ceiling, "e2e": e2e, "idle": idle, "null": null,
+                      "naive": naive, "api": api}
+    return out
+
+
+def _yes(out, *names):
+    return "yes" if all(out["targets"][n]["met"] for n in names) else "**no**"
+
+
+def table(out: dict) -> str:
+    d, m = out["details"], out["machine"]
+    e2e_cpu = d["e2e"]["cpu"]
+    lines = [
+        f"Model: {out['model']['arch']}, alpha {out['model']['alpha']}, input "
+        f"{'x'.join(map(str, out['model']['input']))}, max_batch_size "
+        f"{out['model']['max_batch_size']}. Inputs: {out['inputs']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, no GPU; Python "
+        f"{m['python']}, TensorFlow {m['versions'].get('tensorflow')}, Redis "
+        f"{m['redis_server']}; {m['date']}; profile `{out['profile']}`, "
+        f"commit {out['git']['commit']}"
+        + (" + uncommitted changes" if out["git"]["uncommitted_changes"] else "") + ".",
+        "",
+        "| # | measurement | result | ratio / target | met |",
+        "|---|---|---|---|---|",
+        f"| 1 | ceiling: the model in-process, compiled tf.function, batches of "
+        f"{MAX_BATCH_SIZE} | **{out['ceiling_img_s']:.1f} images/s**; one image "
+        f"{out['ceiling_single_ms']:.1f} ms | 1.00 | |",
+        f"| 2 | inferq end to end: HTTP submit + long-poll, API, Redis, 1 worker; "
+        f"{out['settings']['clients']} clients | **{out['e2e_img_s']:.1f} images/s** | "
+        f"**{out['e2e_ratio']:.2f}** of 1 (target >= 0.90) | {_yes(out, 'e2e_ratio')} |",
+        f"| 2 | mean batch at saturation (jobs' `metrics.batch_size`) | {out['mean_batch']:.1f} "
+        f"of {MAX_BATCH_SIZE} | {out['mean_batch_ratio']:.2f} (target >= 0.90) | "
+        f"{_yes(out, 'mean_batch_ratio')} |",
+        f"| 3 | idle latency, one client, submit + long-poll: p50 / p99 | "
+        f"{out['idle_p50_ms']:.1f} / {out['idle_p99_ms']:.1f} ms | "
+        f"+{out['idle_p50_overhead_ms']:.1f} / +{out['idle_p99_overhead_ms']:.1f} ms over 1's "
+        f"one image (target <= +5 / +15) | {_yes(out, 'idle_p50_overhead_ms')} / "
+        f"{_yes(out, 'idle_p99_overhead_ms')} |",
+        f"| 4 | queue overhead: null model drained by 1 worker | **{out['null_jobs_s']:,} "
+        f"jobs/s**; {out['null_worker_cpu_ms_per_job']:.3f} worker CPU ms/job | target >= "
+        f"3,000 jobs/s | {_yes(out, 'null_jobs_s')} |",
+        f"| 5 | Flask + `model.predict` per request (same gunicorn settings and clients) | "
+        f"**{out['naive_img_s']:.1f} images/s** | {out['naive_ratio']:.2f} of 1; inferq "
+        f"does **{out['e2e_over_naive']:.1f}x** | |",
+        f"| 6 | API alone (no worker): submits of a small JPEG; RSS per API process | "
+        f"**{out['api_submits_s']:,} submits/s**; {out['api_rss_mb']:.0f} MB (peak "
+        f"{out['api_peak_rss_mb']:.0f}) | target >= 1,000/s, < 80 MB | "
+        f"{_yes(out, 'api_submits_s')} / {_yes(out, 'api_rss_mb')} |",
+        "",
+        f"API worker RSS: {', '.join(f'{x:.0f}' for x in d['api']['rss_mb_at_start'])} MB at "
+        f"start, {', '.join(f'{x:.0f}' for x in d['e2e']['api_rss_mb_after'])} MB after run 2 "
+        f"({out['settings']['api_threads']} threads each), "
+        f"{', '.join(str(round(v['rss_mb'])) for k, v in d['api']['rss'].items() if k != 'master')}"
+        f" MB after run 6.",
+        "",
+        "Where the CPU went during run 2 (cores busy; CPU ms per image):",
+        "",
+        "| " + " | ".join(e2e_cpu) + " |",
+        "|" + "---|" * len(e2e_cpu),
+        "| " + " | ".join(f"{v['cores']:.2f}; {v['ms_per_item']:.1f}" for v in e2e_cpu.values())
+        + " |",
+    ]
+    contended = [n for n in ("ceiling", "e2e", "idle", "null", "naive", "api")
+                 if d[n].get("contended")]
+    lines += ["", "Every measurement ran while processes this run did not start kept fewer than "
+              "0.15 cores busy." if not contended else
+              f"**Contended:** {', '.join(contended)} could not find quiet windows on this "
+              f"shared machine; their figures are from the least contended windows (see "
+              f"`other_cores` in the JSON)."]
+    api_cpu = d["api"]["cpu"]
+    lines += ["", f"Run 6 CPU per submit: API {api_cpu['api']['ms_per_item']:.2f} ms, Redis "
+              f"{api_cpu['redis']['ms_per_item']:.2f} ms, load generator "
+              f"{api_cpu['loadgen']['ms_per_item']:.2f} ms; other processes "
+              f"{api_cpu['other']['cores']:.2f} cores."]
+    return "\n".join(lines)
+
+
+def plot(out: dict, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.2]})
+    names = ["ceiling\n(in-process,\nbatches of 32)", "inferq\nend to end", "Flask +\nmodel.predict"]
+    values = [out["ceiling_img_s"], out["e2e_img_s"], out["naive_img_s"]]
+    bars = ax.bar(names, values, color=["#999999", "#2a7ab9", "#d9822b"])
+    for bar, v in zip(bars, values):
+        ax.annotate(f"{v:.1f}/s\n{v / values[0]:.2f}x", (bar.get_x() + bar.get_width() / 2, v),
+                    ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("images/s")
+    ax.set_ylim(0, max(values) * 1.3)
+    ax.set_title(f"{out['model']['arch'].split(' ')[0]} {out['model']['input'][0]}px, "
+                 f"{out['machine']['cores']} CPU cores")
+    labels, shares, colours = [], [], []
+    for name, t in out["targets"].items():
+        v, target = t["value"], t["target"]
+        share = v / target if t["higher_is_better"] else (target / v if v > 0 else 2.0)
+        labels.append(f"{name}\n{v:g} vs {'>=' if t['higher_is_better'] else '<='} {target:g}")
+        shares.append(min(share, 2.0))
+        colours.append("#3a9a4a" if t["met"] else "#c0392b")
+    bx.barh(labels[::-1], shares[::-1], color=colours[::-1])
+    bx.axvline(1.0, color="black", lw=1)
+    bx.set_xlim(0, 2.0)
+    bx.set_xlabel("share of target (>= 1 meets it; capped at 2)")
+    bx.tick_params(axis="y", labelsize=7.5)
+    bx.set_title("targets")
+    fig.suptitle(f"inferq benchmark ({out['profile']}), {out['machine']['date'][:10]}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

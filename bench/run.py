@@ -1,0 +1,568 @@
+"""inferq's benchmark: every figure measured in one run, on one machine, with one model and one set
+of images, reported as ratios. See bench/README.md for the method.
+
+python -m bench.run            # the published figures (make bench): bench/results/latest.json
+python -m bench.run --quick    # a short run of every path (make bench-quick, CI): quick.json
+
+It starts everything it measures (its own redis-server on a free port, the API under gunicorn,
+workers, the Flask baseline) and stops all of it on exit, failure or Ctrl-C."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from bench import report
+from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
+                          busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
+                          tiny_png)
+from tests.procs import (BIN, Proc, RedisServer, free_port, service_env, start_worker,
+                         wait_for, wait_until_serving)
+
+WAIT_S = 30  # the long-poll the clients ask for
+# A measurement window counts only when processes this run did not start kept fewer cores
+# busy than this; on a shared machine, contended windows are measured again.
+CLEAN_CORES = 0.15
+
+
+class Failure(RuntimeError):
+    """A measurement path broke (a job failed, a request errored): the run exits non-zero."""
+
+
+def say(msg: str):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class BenchRedis(RedisServer):
+    """tests.procs.RedisServer in its own session, so a Ctrl-C in the terminal reaches only this
+    script, which stops the workers (they finish their batches against Redis) before Redis."""
+
+    def _start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(self._ping, 10, "redis-server to answer")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+
+class Stack:
+    """Everything this run started, stopped in reverse order whatever happens."""
+
+    def __init__(self):
+        self._stops: list[tuple[str, callable]] = []
+        self.logs = WORK / "logs"
+        shutil.rmtree(self.logs, ignore_errors=True)
+        self.logs.mkdir(parents=True)
+
+    def add(self, name: str, stop):
+        self._stops.append((name, stop))
+
+    def proc(self, name: str, proc: Proc) -> Proc:
+        def stop():
+            proc.stop(timeout_s=30)
+            try:  # keep the last run's logs in bench/.work/logs (git-ignored), not in /tmp
+                shutil.move(str(proc.log_path), self.logs / f"{name}.log")
+            except OSError:
+                pass
+        self.add(name, stop)
+        return proc
+
+    def stop(self, name: str):
+        for i, (n, fn) in enumerate(self._stops):
+            if n == name:
+                del self._stops[i]
+                fn()
+                return
+
+    def stop_all(self):
+        while self._stops:
+            name, fn = self._stops.pop()
+            try:
+                fn()
+            except Exception as exc:  # keep stopping the rest
+                say(f"stopping {name}: {exc}")
+
+
+def start_api(stack: Stack, redis_url: str, name: str = "api", app: str = "api.app:create_app()",
+              extra_env: dict | None = None, ready_path: str = "/healthz", timeout_s: float = 120,
+              **settings) -> tuple[Proc, int]:
+    """gunicorn with the API's own config file (api/gunicorn_conf.py) on a free port; `app` may
+    be another app (the Flask baseline) run under the same settings."""
+    import requests
+
+    port = free_port()
+    env = service_env(redis_url, api_port=port, **settings)
+    env.update(extra_env or {})
+    proc = stack.proc(name, Proc([str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", app],
+                                 env, name))
+
+    def up():
+        if not proc.alive():
+            raise Failure(f"{name} exited:\n{proc.output()[-3000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    wait_for(up, timeout_s, f"{name} to start", 0.2)
+    return proc, port
+
+
+def start_bench_worker(stack: Stack, redis_url: str, model: str, repo: Path, name: str) -> Proc:
+    proc = stack.proc(name, start_worker(redis_url, models=[model], wait_ready=False,
+                                         model_repository=str(repo)))
+    wait_until_serving(proc, redis_url, [model], timeout_s=300)
+    return proc
+
+
+def wait_quiet(limit_s: float, what: str) -> float:
+    """Wait (up to `limit_s`) until other processes leave the machine idle; returns the cores
+    they kept busy when we started. The figures are only comparable on an otherwise idle
+    machine, so a busy one is reported, not hidden."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        busy = busy_cores(1.0)
+        if busy < 0.15 or time.monotonic() > deadline:
+            if busy >= 0.15:
+                say(f"warning: the machine is busy ({busy:.2f} cores) before {what}")
+            return round(busy, 2)
+        time.sleep(2)
+
+
+def loadgen(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.loadgen", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def loadgen_result(proc: subprocess.Popen, timeout_s: float) -> dict:
+    out, err = proc.communicate(timeout=timeout_s)
+    if proc.returncode != 0:
+        raise Failure(f"load generator failed ({proc.returncode}):\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["errors"]:
+        raise Failure(f"{result['errors']} requests failed, e.g. {result['error_samples']}")
+    return result
+
+
+def closed_loop(stack: Stack, mode: str, port: int, clients: int, images: Path, roots: dict,
+                warmup_s: float, window_s: float, windows: int, retries: int,
+                model: str = "") -> dict:
+    """Run `clients` closed-loop clients; after `warmup_s`, count completions and CPU per
+    process tree in windows of `window_s` until `windows` of them were clean (other processes
+    kept less than CLEAN_CORES busy), or `windows * retries` windows passed. Returns the rates
+    and cycles of the windows used, CPU seconds per process tree over them, and every window."""
+    start_at = time.monotonic() + 1.5
+    hard_end = start_at + warmup_s + windows * retries * window_s
+    proc = loadgen(["--mode", mode, "--port", str(port), "--model", model, "--clients",
+                    str(clients), "--images", str(images), "--start-at", repr(start_at),
+                    "--end-at", repr(hard_end)])
+    stack.add("loadgen", lambda: (proc.poll() is None and proc.kill(), proc.wait()))
+    meter = CpuMeter({**roots, "loadgen": proc.pid})
+    bound = start_at + warmup_s
+    time.sleep(max(0.0, bound - time.monotonic()))
+    bounds, snaps, deltas = [bound], [meter.snapshot()], []
+    while len(deltas) < windows * retries:
+        if proc.poll() is not None:
+            break  # the load generator ended early: its result says why
+        bound += window_s
+        time.sleep(max(0.0, bound - time.monotonic()))
+        snaps.append(meter.snapshot())
+        bounds.append(bound)
+        deltas.append(CpuMeter.delta(snaps[-2], snaps[-1]))
+        if sum(d["other"] / window_s < CLEAN_CORES for d in deltas) >= windows:
+            break
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)  # stop: each client ends the cycle it is in
+    result = loadgen_result(proc, WAIT_S + 90)
+    stack.stop("loadgen")
+    records = result["records"]
+    all_windows = []
+    for i, d in enumerate(deltas):
+        recs = [r for r in records if bounds[i] <= r[1] < bounds[i + 1]]
+        all_windows.append({"rate": len(recs) / window_s,
+                            "other_cores": round(d["other"] / window_s, 2),
+                            "clean": d["other"] / window_s < CLEAN_CORES, "records": recs,
+                            "cpu_s": d})
+    used = [w for w in all_windows if w["clean"]][:windows]
+    if not used:  # no clean window: report the least contended ones, flagged
+        used = sorted(all_windows, key=lambda w: w["other_cores"])[:windows]
+        say(f"   warning: other processes kept the machine busy in every window "
+            f"(min {used[0]['other_cores'] if used else '?'} cores)")
+    measured = [r for w in used for r in w["records"]]
+    if not measured:
+        raise Failure(f"{mode}: nothing completed in the measured windows")
+    cpu = {k: sum(w["cpu_s"][k] for w in used) for k in used[0]["cpu_s"]}
+    return {"rates": [w["rate"] for w in used], "records": measured, "cpu_s": cpu,
+            "span_s": window_s * len(used), "contended": not all(w["clean"] for w in used),
+            "windows": [{"rate": round(w["rate"], 2), "other_cores": w["other_cores"],
+                         "used": any(w is u for u in used)} for w in all_windows]}
+
+
+def cpu_table(cpu_s: dict, span_s: float, n: int) -> dict:
+    """Cores kept busy, and CPU ms per completed item, by process tree."""
+    return {k: {"cores": round(v / span_s, 2), "ms_per_item": round(v / n * 1000, 2)}
+            for k, v in cpu_s.items()}
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+# -- phases ---------------------------------------------------------------------------------
+def phase_ceiling(p: dict, repo: Path) -> dict:
+    say("1. ceiling: the model in-process through a tf.function, batches of "
+        f"{MAX_BATCH_SIZE}")
+    quiet = wait_quiet(p["quiet_wait_s"], "the ceiling")
+    t0, b0 = os.times(), CpuMeter({}).snapshot()
+    res = run_json(["bench.ceiling", "--model-file", str(repo / p["model"] / "1" / "model.keras"),
+                    "--size", str(p["size"]), "--batch", str(MAX_BATCH_SIZE),
+                    "--batches", str(p["ceiling_batches"]), "--rounds", str(p["ceiling_rounds"]),
+                    "--single", str(p["single_calls"]),
+                    "--max-rounds", str(p["ceiling_rounds"] * p["retries"]),
+                    "--clean-cores", str(CLEAN_CORES)], timeout=1800)
+    t1, b1 = os.times(), CpuMeter({}).snapshot()
+    wall = t1.elapsed - t0.elapsed
+    own = (t1.children_user + t1.children_system) - (t0.children_user + t0.children_system)
+    res["other_cores"] = round(max(0.0, b1["_busy"] - b0["_busy"] - own) / wall, 2)
+    res["busy_before"] = quiet
+    say(f"   {res['img_s']:.1f} images/s (rounds {res['img_s_rounds']}), {res['cores_busy']} "
+        f"cores busy; single image p50 {res['single_ms_p50']} ms")
+    return res
+
+
+def phase_e2e(p, stack, redis_pid, api, port, worker, images) -> dict:
+    say(f"2. inferq end to end: {p['clients']} closed-loop clients (submit, then long-poll), "
+        f"{p['e2e_windows']} x {p['e2e_window_s']} s after {p['e2e_warmup_s']} s warm-up")
+    quiet = wait_quiet(p["quiet_wait_s"], "the end-to-end run")
+    run = closed_loop(stack, "e2e", port, p["clients"], images,
+                      {"worker": worker.pid, "api": api.pid, "redis": redis_pid},
+                      p["e2e_warmup_s"], p["e2e_window_s"], p["e2e_windows"], p["retries"],
+                      p["model"])
+    recs = run["records"]
+    batches = [r[2] for r in recs]
+    mean_batch = statistics.fmean(batches)
+    # Per batch rather than per job: each batch of size b holds b jobs, so it counts 1/b each.
+    mean_per_batch = len(batches) / sum(1 / b for b in batches)
+    lat = [(r[1] - r[0]) * 1000 for r in recs]
+    out = {"img_s": statistics.median(run["rates"]), "img_s_windows": run["rates"],
+           "jobs": len(recs), "mean_batch": mean_batch, "mean_batch_per_batch": mean_per_batch,
+           "latency_ms_p50": round(pct(lat, 0.5), 1), "latency_ms_p99": round(pct(lat, 0.99), 1),
+           "cpu": cpu_table(run["cpu_s"], run["span_s"], len(recs)), "busy_before": quiet,
+           "contended": run["contended"], "windows": run["windows"]}
+    say(f"   {out['img_s']:.1f} images/s (windows {[round(r, 1) for r in run['rates']]}), "
+        f"mean batch {mean_batch:.1f}")
+    return out
+
+
+def phase_idle(p, stack, port, images, model, roots: dict) -> dict:
+    say(f"3. idle latency: one client, {p['idle_jobs']} jobs (submit + long-poll)")
+    quiet = wait_quiet(p["quiet_wait_s"], "the idle-latency run")
+    attempts = []
+    for _ in range(p["retries"]):
+        proc = loadgen(["--mode", "e2e", "--port", str(port), "--model", model, "--images",
+                        str(images), "--jobs", str(p["idle_jobs"]),
+                        "--warmup", str(p["idle_warmup"])])
+        stack.add("loadgen", lambda: (proc.poll() is None and proc.kill(), proc.wait()))
+        meter = CpuMeter({**roots, "loadgen": proc.pid})
+        a, t0 = meter.snapshot(), time.monotonic()
+        result = loadgen_result(proc, 600)
+        stack.stop("loadgen")
+        other = CpuMeter.delta(a, meter.snapshot())["other"] / (time.monotonic() - t0)
+        attempts.append((other, result))
+        if other < CLEAN_CORES:
+            break
+        say(f"   other processes kept {other:.2f} cores busy: measuring again")
+    other, result = min(attempts, key=lambda x: x[0])
+    lat = [(r[1] - r[0]) * 1000 for r in result["records"]]
+    if any(r[2] != 1 for r in result["records"]):
+        raise Failure("idle run: a job shared its batch; the worker was not idle")
+    out = {"p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
+           "jobs": len(lat), "stages_ms_p50": idle_stages(result["stages"]),
+           "other_cores": round(other, 2), "contended": other >= CLEAN_CORES,
+           "attempts": len(attempts), "busy_before": quiet}
+    say(f"   p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms")
+    return out
+
+
+def idle_stages(stages: list) -> dict:
+    """Median time of each step of an idle job, from the client's clock and the job's own
+    timestamps (ISO, ms precision; one machine, one clock)."""
+    from datetime import datetime
+
+    def ts(iso):
+        return datetime.fromisoformat(iso).timestamp()
+
+    parts = {"submit_to_queued": [], "queued_to_started": [], "started_to_predict": [],
+             "predict": [], "predict_to_completed": [], "completed_to_client": []}
+    for sent, got, created, started, completed, queue_ms, predict_ms in stages:
+        created, started, completed = ts(created), ts(started), ts(completed)
+        predict_at = created + queue_ms / 1000
+        parts["submit_to_queued"].append(created - sent)
+        parts["queued_to_started"].append(started - created)
+        parts["started_to_predict"].append(predict_at - started)
+        parts["predict"].append(predict_ms / 1000)
+        parts["predict_to_completed"].append(completed - predict_at - predict_ms / 1000)
+        parts["completed_to_client"].append(got - completed)
+    return {k: round(statistics.median(v) * 1000, 2) for k, v in parts.items()} if stages else {}
+
+
+def api_rss(api_pid: int) -> list[float]:
+    """RSS of each gunicorn worker process of the API, in MiB."""
+    return [memory_mb(pid)["rss_mb"] for pid in sorted(children(api_pid))]
+
+
+def phase_api(p, stack, redis_pid, api, port, small: Path) -> dict:
+    say(f"6. the API alone (no worker): {p['api_clients']} clients submitting a "
+        f"{small.stat().st_size} B JPEG")
+    quiet = wait_quiet(p["quiet_wait_s"], "the API-alone run")
+    run = closed_loop(stack, "submit", port, p["api_clients"], small,
+                      {"api": api.pid, "redis": redis_pid}, p["api_warmup_s"], p["api_window_s"],
+                      p["api_windows"], p["retries"], p["model"])
+    procs = {"master": memory_mb(api.pid)}
+    for i, pid in enumerate(sorted(children(api.pid))):
+        procs[f"worker{i + 1}"] = memory_mb(pid)
+    workers = [v for k, v in procs.items() if k != "master"]
+    out = {"submits_s": statistics.median(run["rates"]), "submits_s_windows": run["rates"],
+           "cpu": cpu_table(run["cpu_s"], run["span_s"], len(run["records"])),
+           "rss": procs, "rss_mb": max(w["rss_mb"] for w in workers),
+           "peak_rss_mb": max(w["peak_mb"] for w in workers), "busy_before": quiet,
+           "contended": run["contended"], "windows": run["windows"]}
+    say(f"   {out['submits_s']:.0f} submits/s; API worker RSS {out['rss_mb']} MB "
+        f"(peak {out['peak_rss_mb']} MB)")
+    return out
+
+
+def phase_null(p, stack, rserver: BenchRedis, repo: Path) -> dict:
+    from jobs import keys
+    from jobs.store import JobStore
+
+    say(f"4. queue overhead: {p['null_jobs']} jobs of the null model drained by one worker, "
+        f"{p['null_rounds']} round(s)")
+    worker = start_bench_worker(stack, rserver.url, NULL_MODEL, repo, "worker-null")
+    client = redis.Redis.from_url(rserver.url)
+    store = JobStore(client, 3600, 10 ** 9)
+    pngs = [tiny_png(i) for i in range(16)]
+    rounds = []
+    while (sum(r["clean"] for r in rounds) < p["null_rounds"]
+           and len(rounds) < p["null_rounds"] * p["retries"]):
+        rnd = len(rounds)
+        quiet = wait_quiet(p["quiet_wait_s"], "the null-model run")
+        os.killpg(worker.pid, signal.SIGSTOP)  # hold the worker while its backlog is written
+        try:
+            ids = [store.enqueue(NULL_MODEL, [pngs[i % 16]])[0]["id"]
+                   for i in range(p["null_jobs"])]
+        finally:
+            meter = CpuMeter({"worker": worker.pid, "redis": rserver.proc.pid})
+            a = meter.snapshot()
+            resumed = time.time()
+            os.killpg(worker.pid, signal.SIGCONT)
+
+        def final(job_id):
+            return client.hget(keys.job(job_id), "status") in (b"succeeded", b"failed",
+                                                               b"canceled")
+
+        wait_for(lambda: final(ids[-1]), 300, "the null model's backlog to drain", 0.01)
+        b = meter.snapshot()
+        wait_for(lambda: all(final(j) for j in ids[::97]), 60, "the last null jobs", 0.05)
+        pipe = client.pipeline(transaction=False)
+        for j in ids:
+            pipe.hmget(keys.job(j), "status", "completed_at")
+        rows = pipe.execute()
+        bad = [r[0] for r in rows if r[0] != b"succeeded"]
+        if bad:
+            raise Failure(f"null model: {len(bad)} of {len(ids)} jobs did not succeed "
+                          f"({set(bad)})")
+        done = sorted(float(r[1]) for r in rows)
+        n_first = sum(1 for t in done if t == done[0])
+        cpu = CpuMeter.delta(a, b)
+        span = done[-1] - done[0]
+        rounds.append({"jobs_s": (len(ids) - n_first) / span if span > 0 else float("nan"),
+                       "jobs_s_from_resume": len(ids) / (done[-1] - resumed),
+                       "worker_cpu_ms_per_job": cpu["worker"] / len(ids) * 1000,
+                       "redis_cpu_ms_per_job": cpu["redis"] / len(ids) * 1000,
+                       "other_cores": cpu["other"] / (done[-1] - resumed),
+                       "busy_before": quiet})
+        rounds[-1]["clean"] = rounds[-1]["other_cores"] < CLEAN_CORES
+        say(f"   round {rnd + 1}: {rounds[-1]['jobs_s']:.0f} jobs/s, worker "
+            f"{rounds[-1]['worker_cpu_ms_per_job']:.3f} CPU ms/job"
+            + ("" if rounds[-1]["clean"] else f" (other processes: "
+               f"{rounds[-1]['other_cores']:.2f} cores; not counted)"))
+    stack.stop("worker-null")
+    used = [r for r in rounds if r["clean"]] or sorted(
+        rounds, key=lambda r: r["other_cores"])[:p["null_rounds"]]
+    med = {k: statistics.median(r[k] for r in used) for k in used[0] if k != "clean"}
+    med["rounds"] = [{"jobs_s": round(r["jobs_s"]), "other_cores": round(r["other_cores"], 2),
+                      "used": any(r is u for u in used)} for r in rounds]
+    med["contended"] = not all(r["clean"] for r in used)
+    return med
+
+
+def prime_naive(port: int, images: Path):
+    """A few requests before the clients start, two at a time on new connections, so each
+    gunicorn worker has traced its predict function once: many first calls at once each trace
+    it again, which takes minutes on a small CPU and is not the steady state measured here."""
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = sorted(images.iterdir())[0].read_bytes()
+
+    def one(_):
+        r = requests.post(f"http://127.0.0.1:{port}/predict", timeout=300,
+                          files={"image": ("image.jpg", data, "image/jpeg")})
+        if r.status_code != 200:
+            raise Failure(f"Flask baseline: {r.status_code} {r.text[:300]}")
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(4):
+            list(pool.map(one, range(2)))
+
+
+def phase_naive(p, stack, redis_url, repo: Path, images: Path, api_settings: dict) -> dict:
+    say(f"5. Flask + model.predict per request, same gunicorn settings, {p['clients']} clients")
+    proc, port = start_api(stack, redis_url, name="naive", app="bench.naive_app:create_app()",
+                           extra_env={"BENCH_NAIVE_MODEL": str(repo / p["model"] / "1" /
+                                                               "model.keras"),
+                                      "BENCH_NAIVE_SIZE": str(p["size"])},
+                           timeout_s=300, **api_settings)
+    prime_naive(port, images)
+    quiet = wait_quiet(p["quiet_wait_s"], "the Flask baseline")
+    run = closed_loop(stack, "naive", port, p["clients"], images, {"naive": proc.pid},
+                      p["naive_warmup_s"], p["naive_window_s"], p["naive_windows"], p["retries"])
+    stack.stop("naive")
+    lat = [(r[1] - r[0]) * 1000 for r in run["records"]]
+    out = {"img_s": statistics.median(run["rates"]), "img_s_windows": run["rates"],
+           "latency_ms_p50": round(pct(lat, 0.5), 1),
+           "cpu": cpu_table(run["cpu_s"], run["span_s"], len(run["records"])),
+           "busy_before": quiet, "contended": run["contended"], "windows": run["windows"]}
+    say(f"   {out['img_s']:.1f} images/s (windows {[round(r, 1) for r in run['rates']]})")
+    return out
+
+
+# -- the run --------------------------------------------------------------------------------
+def git_state() -> dict:
+    def git(*args):
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 else ""
+    # Changes outside bench/ (and the Makefile's bench targets) are what the figures may owe to
+    # uncommitted code.
+    dirty = [l[3:] for l in git("status", "--porcelain").splitlines()
+             if not l[3:].startswith("bench/") and l[3:] != "Makefile"]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_changes": dirty}
+
+
+def prepare_inputs(p: dict) -> tuple[Path, Path]:
+    from PIL import Image
+    import io
+
+    images, small = WORK / "images", WORK / "small"
+    for d in (images, small):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    for i in range(16):
+        (images / f"{i:02d}.jpg").write_bytes(photo_jpeg(i))
+    # The API-alone run sends a small JPEG: the 640x480 picture scaled to 128x96.
+    im = Image.open(images / "00.jpg").resize((128, 96))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    (small / "small.jpg").write_bytes(buf.getvalue())
+    return images, small / "small.jpg"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the short CI run (quick.json)")
+    ap.add_argument("--clients", type=int, help="closed-loop clients for runs 2 and 5")
+    a = ap.parse_args(argv)
+    profile = "quick" if a.quick else "full"
+    p = dict(PROFILES[profile])
+    if a.clients:
+        p["clients"] = a.clients
+    # Each long-poll holds an API thread while it waits, and two Redis connections (a command
+    # and a pub/sub one) from its process's pool, which redis-py 8 caps at 100 connections: 44
+    # threads per process is the most that cannot run out of connections under load (more gave
+    # 503 "Too many connections"). 2 x 44 threads for 128 clients: a long-poll that waits for a
+    # thread finds its job done.
+    api_settings = {"api_workers": 2, "api_threads": 44}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    repo = WORK / "models"
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    started = time.monotonic()
+    stack = Stack()
+    out = {"profile": profile, "machine": machine(), "git": git_state(),
+           "model": {"name": p["model"], "arch": "MobileNetV2 (random weights)",
+                     "alpha": p["alpha"], "input": [p["size"], p["size"], 3],
+                     "max_batch_size": MAX_BATCH_SIZE, "preprocessing": "tf", "top_k": 5},
+           "inputs": "640x480 photo-like JPEGs (~68 KB), 16 different",
+           "settings": {"clients": p["clients"], **api_settings, "long_poll_wait_s": WAIT_S,
+                        "worker": "1 worker, INFERQ_* defaults (decode_threads 2, "
+                                  "max_wait_s 0)"}}
+    try:
+        say(f"profile {profile}; building the model repository in {repo}")
+        out["build"] = run_json(["bench.build", "--repo", str(repo), "--model", p["model"],
+                                 "--alpha", str(p["alpha"]), "--size", str(p["size"])],
+                                timeout=600)
+        images, small = prepare_inputs(p)
+        ceiling = phase_ceiling(p, repo)
+
+        rserver = BenchRedis()
+        stack.add("redis", rserver.stop)
+        api, port = start_api(stack, rserver.url, model_repository=str(repo),
+                              max_backlog=10 ** 7, **api_settings)
+        rss_start = api_rss(api.pid)
+        worker = start_bench_worker(stack, rserver.url, p["model"], repo, "worker")
+        e2e = phase_e2e(p, stack, rserver.proc.pid, api, port, worker, images)
+        e2e["api_rss_mb_after"] = api_rss(api.pid)
+        idle = phase_idle(p, stack, port, images, p["model"],
+                          {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
+        stack.stop("worker")
+        api_alone = phase_api(p, stack, rserver.proc.pid, api, port, small)
+        api_alone["rss_mb_at_start"] = rss_start
+        rserver.client.flushall()
+        null = phase_null(p, stack, rserver, repo)
+        stack.stop("api")
+        naive = phase_naive(p, stack, rserver.url, repo, images, api_settings)
+        stack.stop_all()
+    except KeyboardInterrupt:
+        say("interrupted: stopping everything this run started")
+        stack.stop_all()
+        return 130
+    except Exception as exc:
+        say(f"FAILED: {exc}")
+        say(f"the service logs are in {stack.logs}")
+        stack.stop_all()
+        return 1
+
+    out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone, p))
+    out["duration_s"] = round(time.monotonic() - started)
+    name = "quick" if a.quick else "latest"
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    table = report.table(out)
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    report.plot(out, RESULTS / f"{name}.png")
+    print()
+    print(table)
+    print()
+    say(f"wrote {RESULTS / (name + '.json')}, {name}.md and {name}.png in "
+        f"{out['duration_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
