@@ -81,31 +81,39 @@ class FinishCounter:
 def test_kill_9_while_holding_a_batch_loses_no_job(env):
     client = env["client"]
     counter = FinishCounter(client)
-    jobs = submit_many(env["base"], [GOOD] * 1500)
-    worker = start_worker(env["redis"].url, models=["poison"], wait_ready=False,
-                          **env["settings"])
-    env["procs"].append(worker)
+    try:
+        jobs = submit_many(env["base"], [GOOD] * 1500)
+        worker = start_worker(env["redis"].url, models=["poison"], wait_ready=False,
+                              **env["settings"])
+        env["procs"].append(worker)
 
-    def holding_a_batch():
-        pending = client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"]
-        return pending > 0 and client.xlen(keys.stream("poison", 1)) < 1400
+        def holding_a_batch():
+            if not worker.alive():
+                raise RuntimeError("worker exited:\n" + worker.output()[-3000:])
+            try:
+                return client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"] > 0
+            except redis.ResponseError:  # NOGROUP: the worker has not made its group yet
+                return False
 
-    wait_until_serving(worker, env["redis"].url, ["poison"])
-    wait_for(holding_a_batch, 60, "the worker to hold a batch", interval_s=0.002)
-    worker.kill9()
-    held = client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"]
-    assert held > 0  # the dead worker took entries with it that nobody acked
-    assert not worker.alive()
+        # Watched from the worker's start: it begins reading the moment its model is warm, and
+        # a small model drains 1,500 jobs in about a second.
+        wait_for(holding_a_batch, 120, "the worker to hold a batch", interval_s=0.001)
+        worker.kill9()
+        held = client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"]
+        assert held > 0  # the dead worker took entries with it that nobody acked
+        assert not worker.alive()
 
-    replacement = start_worker(env["redis"].url, models=["poison"], **env["settings"])
-    env["procs"].append(replacement)
-    deadline = time.monotonic() + CLAIM_IDLE_S + 15
-    for job in jobs:
-        left = max(0.1, deadline - time.monotonic())
-        resp = requests.get(job["urls"]["get"], params={"wait": left}, timeout=left + 10).json()
-        assert resp["status"] == "succeeded", resp
-    time.sleep(0.5)  # let the last finish messages arrive
-    counter.stop()
+        replacement = start_worker(env["redis"].url, models=["poison"], **env["settings"])
+        env["procs"].append(replacement)
+        deadline = time.monotonic() + CLAIM_IDLE_S + 15
+        for job in jobs:
+            left = max(0.1, deadline - time.monotonic())
+            resp = requests.get(job["urls"]["get"], params={"wait": left},
+                                timeout=left + 10).json()
+            assert resp["status"] == "succeeded", resp
+        time.sleep(0.5)  # let the last finish messages arrive
+    finally:
+        counter.stop()
     assert set(counter.counts) == {j["id"] for j in jobs}
     assert set(counter.counts.values()) == {1}  # every job finished exactly once
     assert client.xlen(keys.stream("poison", 1)) == 0
