@@ -136,7 +136,8 @@ def memory_mb(pid: int) -> dict:
                     values[key[:-1]] = int(kb) / 1024
     except FileNotFoundError:
         pass
-    return {"rss_mb": round(values.get("VmRSS", 0.0), 1), "peak_mb": round(values.get("VmHWM", 0.0), 1)}
+    return {"rss_mb": round(values.get("VmRSS", 0.0), 1),
+            "peak_mb": round(values.get("VmHWM", 0.0), 1)}
 
 
 def machine_cpu_s() -> tuple[float, float]:

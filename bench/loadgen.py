@@ -162,7 +162,8 @@ async def main_async(a):
         records = [r for c in clients for r in c.records]
     cpu = os.times()
     print(json.dumps({"records": [[round(s, 4), round(e, 4), b] for s, e, b in records],
-                      "stages": [list(x) for x in stages], "errors": len(errors), "error_samples": errors[:5],
+                      "stages": [list(x) for x in stages], "errors": len(errors),
+                      "error_samples": errors[:5],
                       "cpu_s": cpu.user + cpu.system}))
 
 

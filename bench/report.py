@@ -13,6 +13,14 @@ TARGETS = {
 }
 
 
+CPU_NAMES = {"worker": "worker (with the model)", "api": "API", "redis": "Redis",
+             "loadgen": "load generator", "bench": "bench script", "steal": "steal (hypervisor)",
+             "other": "other processes", "naive": "Flask app"}
+STAGE_NAMES = {"submit_to_queued": "submit to queued", "queued_to_started": "queued to started",
+               "started_to_predict": "decode", "predict": "model",
+               "predict_to_completed": "results written", "completed_to_client": "to the client"}
+
+
 def summarise(ceiling, e2e, idle, null, naive, api, p) -> dict:
     single = ceiling["single_ms_p50"]
     out = {
@@ -99,13 +107,17 @@ def table(out: dict) -> str:
         f"{', '.join(str(round(v['rss_mb'])) for k, v in d['api']['rss'].items() if k != 'master')}"
         f" MB after run 6.",
         "",
-        "Where the CPU went during run 2 (cores busy; CPU ms per image):",
+        "Where the CPU went during run 2 (cores kept busy; CPU ms per image):",
         "",
-        "| " + " | ".join(e2e_cpu) + " |",
+        "| " + " | ".join(CPU_NAMES.get(k, k) for k in e2e_cpu) + " |",
         "|" + "---|" * len(e2e_cpu),
         "| " + " | ".join(f"{v['cores']:.2f}; {v['ms_per_item']:.1f}" for v in e2e_cpu.values())
         + " |",
     ]
+    stages = d["idle"].get("stages_ms_p50") or {}
+    if stages:
+        lines += ["", "Run 3, median time of each step of an idle job (ms): " + ", ".join(
+            f"{STAGE_NAMES.get(k, k)} {v:.1f}" for k, v in stages.items()) + "."]
     contended = [n for n in ("ceiling", "e2e", "idle", "null", "naive", "api")
                  if d[n].get("contended")]
     lines += ["", "Every measurement ran while processes this run did not start kept fewer than "
@@ -128,7 +140,8 @@ def plot(out: dict, path):
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.2]})
-    names = ["ceiling\n(in-process,\nbatches of 32)", "inferq\nend to end", "Flask +\nmodel.predict"]
+    names = ["ceiling\n(in-process,\nbatches of 32)", "inferq\nend to end",
+             "Flask +\nmodel.predict"]
     values = [out["ceiling_img_s"], out["e2e_img_s"], out["naive_img_s"]]
     bars = ax.bar(names, values, color=["#999999", "#2a7ab9", "#d9822b"])
     for bar, v in zip(bars, values):
@@ -142,7 +155,8 @@ def plot(out: dict, path):
     for name, t in out["targets"].items():
         v, target = t["value"], t["target"]
         share = v / target if t["higher_is_better"] else (target / v if v > 0 else 2.0)
-        labels.append(f"{name}\n{v:g} vs {'>=' if t['higher_is_better'] else '<='} {target:g}")
+        rel = ">=" if t["higher_is_better"] else ("<" if name == "api_rss_mb" else "<=")
+        labels.append(f"{name}\n{v:g} vs {rel} {target:g}")
         shares.append(min(share, 2.0))
         colours.append("#3a9a4a" if t["met"] else "#c0392b")
     bx.barh(labels[::-1], shares[::-1], color=colours[::-1])

@@ -102,6 +102,12 @@ def start_api(stack: Stack, redis_url: str, name: str = "api", app: str = "api.a
 
     port = free_port()
     env = service_env(redis_url, api_port=port, **settings)
+    # gunicorn (>= 25) listens on a control socket, by default one path per user
+    # ($HOME/.gunicorn/gunicorn.ctl) shared by every gunicorn on the machine: a `gunicornc`
+    # command or another instance's tests could reach this one. Give it a private directory.
+    ctl_dir = WORK / "run" / name
+    ctl_dir.mkdir(parents=True, exist_ok=True)
+    env["XDG_RUNTIME_DIR"] = str(ctl_dir)
     env.update(extra_env or {})
     proc = stack.proc(name, Proc([str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", app],
                                  env, name))
@@ -500,8 +506,8 @@ def main(argv=None) -> int:
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background
+        signal.signal(sig, on_signal)                             # job starts with it ignored
 
     started = time.monotonic()
     stack = Stack()
@@ -540,6 +546,8 @@ def main(argv=None) -> int:
         naive = phase_naive(p, stack, rserver.url, repo, images, api_settings)
         stack.stop_all()
     except KeyboardInterrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         say("interrupted: stopping everything this run started")
         stack.stop_all()
         return 130
