@@ -32,9 +32,21 @@ class Settings:
     max_body_bytes: int = 20 * 1024 * 1024
     max_inputs_per_job: int = 64
     max_image_pixels: int = 25_000_000
+    # JSON request bodies (submit, TF Serving, KServe): size in bytes and nesting depth.
+    max_json_bytes: int = 20 * 1024 * 1024
+    max_json_depth: int = 32
     max_long_poll_s: float = 30.0
     log_level: str = "INFO"
-    # Model upload and removal through the API (until API keys exist, a switch).
+    # Authentication: `key=tenant` pairs, comma-separated, or `@path` to a file with one
+    # `key tenant` per line. With no keys set the API is open (local development).
+    api_keys: str = ""
+    admin_keys: str = ""
+    public_docs: bool = True  # /docs and /openapi.json without a key
+    # Rate limits per tenant (Flask-Limiter syntax, e.g. "50/second;1000/minute"; empty = none):
+    # job creation (submits and synchronous inference) and everything else.
+    rate_limit_submit: str = ""
+    rate_limit_read: str = ""
+    # Model upload and removal with no keys set (with keys, an admin key is what allows it).
     model_admin: bool = False
     max_model_bytes: int = 512 * 1024 * 1024
     # Webhooks: signing secrets (comma-separated whsec_..., several while rotating), networks
@@ -51,6 +63,7 @@ class Settings:
                     "decode_threads", "claim_idle_s", "max_attempts", "heartbeat_s",
                     "repository_poll_s", "result_ttl_s", "max_backlog", "max_body_bytes",
                     "max_inputs_per_job", "max_image_pixels", "max_long_poll_s",
+                    "max_json_bytes", "max_json_depth",
                     "max_model_bytes", "webhook_max_age_s")
         for name in positive:
             if getattr(self, name) <= 0:
