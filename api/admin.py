@@ -1,6 +1,7 @@
 """Runtime model control: upload a version, remove a version or a model. The API writes the
 repository; the workers notice the change, load or unload, and report it in their heartbeats.
-Off unless INFERQ_MODEL_ADMIN=1 (until API keys exist)."""
+With API keys set, these need an admin key (INFERQ_ADMIN_KEYS); with none set (an open,
+development API), they are off unless INFERQ_MODEL_ADMIN=1."""
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import zipfile
 
 from flask import Blueprint, current_app, jsonify, request
 
+from api import auth
 from api.errors import ApiError
 from jobs import repository, streams
 
@@ -20,9 +22,13 @@ MODEL_FILES = {".keras": "model.keras", ".h5": "model.h5"}
 
 def _ctx():
     ctx = current_app.extensions["inferq"]
-    if not ctx.settings.model_admin:
+    if ctx.keyring.enabled:
+        if not auth.caller().admin:
+            raise ApiError(403, "admin_required", "uploading and removing models needs an "
+                           "admin key (INFERQ_ADMIN_KEYS)")
+    elif not ctx.settings.model_admin:
         raise ApiError(403, "admin_disabled", "model administration is off; set "
-                       "INFERQ_MODEL_ADMIN=1 to enable it")
+                       "INFERQ_MODEL_ADMIN=1 to enable it, or set API and admin keys")
     return ctx
 
 

@@ -6,7 +6,7 @@ from flask import Flask
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import admin, errors, health, jobs, kserve, models, tfserving
+from api import admin, auth, errors, health, jobs, kserve, limits, models, tfserving
 from api import openapi
 from api.catalog import Catalog
 from jobs.settings import Settings, load_settings
@@ -47,8 +47,12 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask("inferq")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    app.extensions["inferq"] = Context(settings)
+    ctx = app.extensions["inferq"] = Context(settings)
+    ctx.keyring = auth.Keyring(settings.api_keys, settings.admin_keys)
     errors.register(app)
+    # Authentication runs before the rate limiter, which counts per tenant.
+    app.before_request(auth.authenticate)
+    limits.install(app, settings)
     for module in (jobs, models, admin, health, tfserving, kserve):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.bp)

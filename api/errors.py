@@ -33,6 +33,10 @@ def register(app):
         if exc.code == 413:
             message = (f"request body is larger than the limit of "
                        f"{app.config['MAX_CONTENT_LENGTH']} bytes (INFERQ_MAX_BODY_BYTES)")
+        elif exc.code == 429:  # Flask-Limiter; its after_request adds Retry-After
+            code = "rate_limited"
+            message = (f"rate limit of {exc.description} exceeded; retry after the "
+                       "Retry-After seconds")
         else:
             message = exc.description or exc.name
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}

@@ -4,6 +4,7 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
+from api import auth
 from api.errors import ApiError
 from api.inputs import read_request
 from api.options import idempotency, prefer_wait, webhook_fields
@@ -36,12 +37,15 @@ def _submit(model: str, version: int | None):
                        f"that is served; GET /v1/models/{model} lists them")
     inputs, options = read_request(ctx.settings, catalog.input_of(model))
     fields = webhook_fields(ctx.settings, options)
+    tenant = auth.tenant()
+    if tenant:
+        fields["tenant"] = tenant
     wait_s = prefer_wait(ctx.settings.max_long_poll_s)
     pinned = "" if version is None else str(version)  # not `version or ""`: 0 is a version
     try:
         record, replayed = ctx.store.enqueue(
             model, inputs, version=pinned, fallback_version=catalog.fallback_version(model),
-            fields=fields, idempotency=idempotency(f"{model}:{pinned}", inputs, fields))
+            fields=fields, idempotency=idempotency(tenant, f"{model}:{pinned}", inputs, fields))
     except BacklogFull:
         raise ApiError(503, "backlog_full", f"model {model!r} already has "
                        f"{ctx.settings.max_backlog} inputs waiting; try again shortly",
@@ -59,7 +63,7 @@ def _submit(model: str, version: int | None):
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
-        log.info("job %s queued: model=%s v%s inputs=%d", record["id"], model,
+        log.debug("job %s queued: model=%s v%s inputs=%d", record["id"], model,
                  record["version"], len(inputs))
     if wait_s is not None:
         record = ctx.store.wait(record["id"], wait_s) or record
@@ -74,16 +78,17 @@ def _submit(model: str, version: int | None):
 def get(job_id):
     ctx = current_app.extensions["inferq"]
     wait_s = _wait_param(ctx.settings.max_long_poll_s)
-    record = ctx.store.wait(job_id, wait_s) if is_job_id(job_id) else None
-    if record is None:
-        raise _no_job(job_id)
+    record = _own_job(ctx, job_id)
+    if wait_s > 0 and record["status"] not in FINAL:
+        record = ctx.store.wait(job_id, wait_s) or record
     return jsonify(job_json(record, request.host_url))
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
 def cancel(job_id):
     ctx = current_app.extensions["inferq"]
-    outcome = ctx.store.cancel(job_id) if is_job_id(job_id) else -1
+    _own_job(ctx, job_id)
+    outcome = ctx.store.cancel(job_id)
     if outcome == -1:
         raise _no_job(job_id)
     record = ctx.store.get(job_id)
@@ -97,9 +102,16 @@ def cancel(job_id):
 @bp.get("/v1/jobs/<job_id>/deliveries")
 def deliveries(job_id):
     ctx = current_app.extensions["inferq"]
-    if not is_job_id(job_id) or ctx.store.get(job_id) is None:
-        raise _no_job(job_id)
+    _own_job(ctx, job_id)
     return jsonify({"deliveries": Deliveries(ctx.redis, ctx.store.delivery_ttl_s).for_job(job_id)})
+
+
+def _own_job(ctx, job_id: str) -> dict:
+    """The caller's job; another tenant's job is answered exactly as a missing one."""
+    record = ctx.store.get(job_id) if is_job_id(job_id) else None
+    if not auth.owns(record):
+        raise _no_job(job_id)
+    return record
 
 
 def _no_job(job_id):

@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api import auth
 from api import schemas as s
 
 bp = Blueprint("openapi", __name__)
@@ -78,18 +79,20 @@ PATH_PARAMS = {
 # inferq's own errors: {"error": {"code", "message"}}.
 ERRORS = {
     400: "Invalid request; `error.code` says what is wrong",
-    403: "Model administration is off (INFERQ_MODEL_ADMIN)",
+    401: "No API key, or an unknown one (`Authorization: Bearer <key>`)",
+    403: "Model administration needs an admin key (or, with no keys set, INFERQ_MODEL_ADMIN=1)",
     404: "Unknown model, version or job (or the job's result expired)",
     409: "Conflicts with the current state",
     413: "Body over INFERQ_MAX_BODY_BYTES, or an image over INFERQ_MAX_IMAGE_PIXELS",
     415: "Not an accepted image format, or neither multipart nor JSON",
     422: "The Idempotency-Key was used for a different request",
+    429: "Over the tenant's rate limit; retry after Retry-After seconds",
     503: "Overloaded, no version served yet, or the job store is unavailable",
 }
 
 
 def errors(*statuses: int) -> dict[int, Resp]:
-    return {st: Resp(ERRORS[st], {JSON: s.Error}, ("Retry-After",) if st == 503 else ())
+    return {st: Resp(ERRORS[st], {JSON: s.Error}, ("Retry-After",) if st in (429, 503) else ())
             for st in statuses}
 
 
@@ -136,14 +139,14 @@ OPERATIONS: dict[str, Op] = {
     "models.list_models": Op("Every model, its versions and their states", {
         200: ok(s.Models), **errors(503)}),
     "models.get_model": Op("One model", {200: ok(s.Model), **errors(404, 503)}),
-    "admin.upload": Op("Upload a model version (INFERQ_MODEL_ADMIN=1)",
+    "admin.upload": Op("Upload a model version (admin key)",
                        body={"multipart/form-data": s.UploadForm},
                        responses={201: ok(s.ModelChange, "Written; workers load it",
                                           "Location"),
                                   **errors(400, 403, 409, 413)}),
-    "admin.remove_version": Op("Unload and remove a model version (INFERQ_MODEL_ADMIN=1)", {
+    "admin.remove_version": Op("Unload and remove a model version (admin key)", {
         202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
-    "admin.remove_model": Op("Unload and remove a model (INFERQ_MODEL_ADMIN=1)", {
+    "admin.remove_model": Op("Unload and remove a model (admin key)", {
         202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
     "health.healthz": Op("The API process is up", {200: ok(s.Health)}),
     "health.readyz": Op("Redis answers and a worker serves a model", {
@@ -214,6 +217,15 @@ def build(app) -> dict:
         "description": "Queue-backed inference: submit jobs, poll or long-poll them, get "
         "webhooks; TF Serving REST and KServe V2 endpoints answer synchronously."})
     refs = _register_models(spec)
+    ctx = app.extensions["inferq"]
+    # What this server asks of callers: keys only when it has some, 429 only with limits.
+    guard = {}
+    if ctx.keyring.enabled:
+        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
+                                                   "description": "An INFERQ_API_KEYS key"})
+        guard[401] = errors(401)[401]
+    if ctx.settings.rate_limit_submit or ctx.settings.rate_limit_read:
+        guard[429] = errors(429)[429]
     seen: dict[str, int] = {}
     paths: dict[str, dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
@@ -224,8 +236,10 @@ def build(app) -> dict:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             n = seen[rule.endpoint] = seen.get(rule.endpoint, 0) + 1
             op_id = rule.endpoint.replace(".", "_") + (f"_{n}" if n > 1 else "")
-            paths.setdefault(path, {})[method.lower()] = _operation(op, op_id, rule, params,
-                                                                    refs)
+            guarded = rule.endpoint not in auth.HEALTH and not (
+                ctx.settings.public_docs and rule.endpoint in auth.DOCS)
+            paths.setdefault(path, {})[method.lower()] = _operation(
+                op, op_id, rule, params, refs, guard if guarded else {})
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()
@@ -271,7 +285,7 @@ def _path(rule: str) -> tuple[str, list[dict]]:
     return _RULE_ARG.sub(r"{\2}", rule), params
 
 
-def _operation(op: Op, op_id: str, rule, params: list[dict], refs: dict) -> dict:
+def _operation(op: Op, op_id: str, rule, params: list[dict], refs: dict, guard: dict) -> dict:
     out = {"operationId": op_id, "summary": op.summary, "tags": [rule.endpoint.split(".")[0]],
            "parameters": params + _params(op.query, "query") + _params(op.headers, "header"),
            "responses": {}}
@@ -280,7 +294,9 @@ def _operation(op: Op, op_id: str, rule, params: list[dict], refs: dict) -> dict
     if op.body:
         out["requestBody"] = {"required": True, "content": {
             media: {"schema": _schema(m, "validation", refs)} for media, m in op.body.items()}}
-    responses = dict(op.responses)
+    responses = {**op.responses, **guard}
+    if 401 in guard:
+        out["security"] = [{"bearer": []}]
     if params:  # a path parameter that fits no route's converter gets the router's 404
         responses[404] = _with_router_404(responses.get(404))
     for status, resp in responses.items():

@@ -36,8 +36,10 @@ def prefer_wait(cap_s: float) -> float | None:
     return min(float(match.group(1)), cap_s) if match else None
 
 
-def idempotency(model: str, inputs: list[bytes], fields: dict) -> tuple[str, str] | None:
-    """(key digest, request digest) for an `Idempotency-Key` header, or None. The request
+def idempotency(tenant: str, model: str, inputs: list[bytes], fields: dict
+                ) -> tuple[str, str] | None:
+    """(key digest, request digest) for an `Idempotency-Key` header, or None. Keys are the
+    tenant's own: another tenant's same key is another key. The request
     digest covers what the job is made of, not the bytes of the body, so the same images sent
     again with another multipart boundary count as the same request."""
     key = request.headers.get("Idempotency-Key")
@@ -54,4 +56,4 @@ def idempotency(model: str, inputs: list[bytes], fields: dict) -> tuple[str, str
     for data in inputs:
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
-    return hashlib.sha256(key.encode()).hexdigest(), digest.hexdigest()
+    return hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest(), digest.hexdigest()

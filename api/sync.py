@@ -3,6 +3,7 @@ a job the API waits on: its inputs join the same micro-batches as asynchronous j
 deadline the job is canceled, so the workers skip what is left of it: nothing runs on after."""
 import json
 
+from api import auth
 from jobs.store import FINAL, BacklogFull, NoVersion
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -30,6 +31,11 @@ def timeout_s(value, cap_s: float) -> float:
     return min(seconds, cap_s)
 
 
+def _fields() -> dict:
+    tenant = auth.tenant()
+    return {"output": "raw", "tenant": tenant} if tenant else {"output": "raw"}
+
+
 def run(ctx, model: str, version: int | None, inputs: list[bytes], deadline_s: float
         ) -> tuple[str, list]:
     """The version that ran, and the model's raw output for each input, in order."""
@@ -46,7 +52,7 @@ def run(ctx, model: str, version: int | None, inputs: list[bytes], deadline_s: f
     try:
         record, _ = ctx.store.enqueue(model, inputs, version="" if version is None else str(version),
                                       fallback_version=catalog.fallback_version(model),
-                                      fields={"output": "raw"})
+                                      fields=_fields())
     except BacklogFull:
         raise SyncError("unavailable", f"model {model!r} is overloaded; try again shortly") from None
     except NoVersion:

@@ -62,3 +62,7 @@ def delivery_attempts(webhook_id: str) -> str:
 def webhooks_due() -> str:
     """Sorted set: webhook id -> when its next attempt is due (a claimed one: its lease end)."""
     return f"{PREFIX}webhooks:due"
+
+
+# Rate-limit counters (Flask-Limiter's Redis storage puts its keys under this prefix).
+RATE_LIMITS = f"{PREFIX}ratelimit"
