@@ -44,6 +44,19 @@ if [ -z "${INFERQ_WEBHOOK_SECRET:-}" ]; then
   INFERQ_WEBHOOK_SECRET=$(cat "$RUN_DIR/webhook_secret")
   export INFERQ_WEBHOOK_SECRET
 fi
+# API keys: unless you set your own, a development key is made once and kept. It is an admin
+# key (tenant "dev"), so it can also upload and remove models.
+if [ -z "${INFERQ_API_KEYS:-}${INFERQ_ADMIN_KEYS:-}" ]; then
+  [ -s "$RUN_DIR/dev_key" ] || "$VENV/bin/python" -c 'import secrets; print("iq_dev_" + secrets.token_urlsafe(24))' > "$RUN_DIR/dev_key"
+  INFERQ_ADMIN_KEYS="$(cat "$RUN_DIR/dev_key")=dev"
+  export INFERQ_ADMIN_KEYS
+  key_note="Development API key (tenant dev, admin; kept in $RUN_DIR/dev_key):
+  $(cat "$RUN_DIR/dev_key")"
+  auth="-H 'Authorization: Bearer $(cat "$RUN_DIR/dev_key")' "
+else
+  key_note="API keys: yours (INFERQ_API_KEYS / INFERQ_ADMIN_KEYS)."
+  auth="-H \"Authorization: Bearer \$KEY\" "
+fi
 # Models may name custom objects in modules of this checkout (config "custom_objects").
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -76,8 +89,10 @@ fi
 cat <<MSG
 
 inferq is ready on http://localhost:$PORT (Ctrl-C stops it). Try:
-  curl -F image=@examples/circle.png localhost:$PORT/v1/models/shapes/jobs
-  curl 'localhost:$PORT/v1/jobs/<id>?wait=10'
+  curl ${auth}-F image=@examples/circle.png localhost:$PORT/v1/models/shapes/jobs
+  curl ${auth}'localhost:$PORT/v1/jobs/<id>?wait=10'
+
+$key_note
 
 Webhooks are signed with INFERQ_WEBHOOK_SECRET=$INFERQ_WEBHOOK_SECRET
 

@@ -211,3 +211,32 @@ def test_webhook_worker_service_is_light_and_shares_the_secret(services):
     assert [p.split() for p in pip_installs(dockerfile)] == [
         ["pip", "install", "--no-cache-dir", "'.[webhooks]'"]]
     assert '! python -c "import tensorflow"' in dockerfile.read_text()
+
+
+def dotenv(path):
+    pairs = [line.split("=", 1) for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_api_keys_come_from_dotenv_and_the_example_is_a_working_setup(services):
+    """Compose interpolates ${VAR} from .env; .env.example sets every variable the compose file
+    requires, with values the API accepts."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{(\w+)\?", text))
+    assert "INFERQ_API_KEYS" in required
+    example = dotenv(ROOT / ".env.example")
+    assert required <= set(example)
+    api = env(services["api"])
+    for name in ("INFERQ_API_KEYS", "INFERQ_ADMIN_KEYS", "INFERQ_RATE_LIMIT_SUBMIT"):
+        assert api[name].startswith("${" + name), name
+    from api.auth import Keyring
+    from api.limits import install
+    from jobs.settings import load_settings
+    settings = load_settings(example)
+    keyring = Keyring(settings.api_keys, settings.admin_keys)
+    assert keyring.enabled
+    install(__import__("flask").Flask("check"), settings)  # the limits parse
+    # A .env holds secrets: never committed, never sent into an image.
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()

@@ -44,13 +44,22 @@ def test_run_starts_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
                  180, "run.sh to say the stack is ready", 0.5)
         output = (tmp_path / "run.log").read_text()
         assert "is ready" in output, output[-3000:]
-        assert f"curl -F image=@examples/circle.png localhost:{port}/v1/models/shapes/jobs" in output
+        # It made a development key, printed it, and the API asks for it.
+        key = (run_dir / "dev_key").read_text().strip()
+        assert len(key) >= 16 and key in output
+        assert (f"curl -H 'Authorization: Bearer {key}' -F image=@examples/circle.png "
+                f"localhost:{port}/v1/models/shapes/jobs") in output
         base = f"http://127.0.0.1:{port}"
         with open(ROOT / "examples" / "circle.png", "rb") as f:
-            resp = requests.post(f"{base}/v1/models/shapes/jobs", files={"image": f},
+            assert requests.post(f"{base}/v1/models/shapes/jobs", files={"image": f},
+                                 timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        with open(ROOT / "examples" / "circle.png", "rb") as f:
+            resp = requests.post(f"{base}/v1/models/shapes/jobs", files={"image": f}, headers=auth,
                                  data={"webhook": receiver.url("/done")}, timeout=10)
         assert resp.status_code == 202
-        job = requests.get(resp.json()["urls"]["get"], params={"wait": 20}, timeout=30).json()
+        job = requests.get(resp.json()["urls"]["get"], params={"wait": 20}, headers=auth,
+                           timeout=30).json()
         assert job["status"] == "succeeded"
         assert job["outputs"][0]["top_k"][0]["label"] == "circle"
         # Its webhook worker delivers, signed with the development secret it printed.
