@@ -13,11 +13,13 @@ from flask import Blueprint, current_app, jsonify, request
 
 from api import auth
 from api.errors import ApiError
+from api.jsonbody import parse_json
 from jobs import repository, streams
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger("inferq.api")
 MODEL_FILES = {".keras": "model.keras", ".h5": "model.h5"}
+MAX_ZIP_FILES = 10_000
 
 
 def _ctx():
@@ -58,7 +60,8 @@ def upload(model, version):
     os.makedirs(incoming)
     try:
         if ext == ".zip":
-            _unzip_saved_model(upload_file, incoming)
+            # Unpacked, a SavedModel may be a few times its compressed size, not more.
+            _unzip_saved_model(upload_file, incoming, 4 * ctx.settings.max_model_bytes)
         else:
             upload_file.save(os.path.join(incoming, MODEL_FILES[ext]))
         if config is not None:
@@ -85,9 +88,10 @@ def _config(model_dir: str) -> dict | None:
                            "field 'config' (JSON, as config.json in the README)")
         return None
     try:
-        config = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_config", f"config is not valid JSON: {exc}") from None
+        config = parse_json(raw, current_app.extensions["inferq"].settings)
+    except ApiError as exc:
+        code = "invalid_config" if exc.code == "invalid_json" else exc.code
+        raise ApiError(exc.status, code, f"config: {exc.message}") from None
     if not isinstance(config, dict):
         raise ApiError(400, "invalid_config", "config must be a JSON object")
     return config
@@ -104,10 +108,15 @@ def _check(model, version, model_dir, incoming):
         raise ApiError(400, "invalid_config", str(exc)) from None
 
 
-def _unzip_saved_model(upload_file, dest: str):
+def _unzip_saved_model(upload_file, dest: str, max_bytes: int):
     try:
         with zipfile.ZipFile(upload_file.stream) as archive:
-            names = [n for n in archive.namelist() if not n.endswith("/")]
+            files = [i for i in archive.infolist() if not i.is_dir()]
+            # A zip bomb is refused from its directory, before anything is written.
+            if len(files) > MAX_ZIP_FILES or sum(i.file_size for i in files) > max_bytes:
+                raise ApiError(413, "model_too_large", f"the archive holds more than "
+                               f"{MAX_ZIP_FILES} files or unpacks to more than {max_bytes} bytes")
+            names = [i.filename for i in files]
             root = os.path.commonpath(names) if len(names) > 1 else ""
             if "saved_model.pb" not in {os.path.relpath(n, root) for n in names}:
                 root = os.path.dirname(root)
