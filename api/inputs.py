@@ -1,14 +1,13 @@
-"""Reading a submit request: the images (multipart or JSON base64), each checked with Pillow,
-and the submit options."""
+"""Reading a submit request: the images (multipart, JSON base64, or one raw image body), each
+checked with Pillow, and the submit options."""
 import base64
 import binascii
-import json
 
-import numpy as np
 from flask import request
 
 from api.errors import ApiError
 from api.images import check_image
+from api.jsonbody import parse_json
 from api.schemas import SubmitForm, SubmitImages, TensorInstances, WebhookOptions, validate
 
 # What each field's check failure answers: (code, message); "field[]" for one bad item.
@@ -30,6 +29,8 @@ _INSTANCES_ERRORS = {
     "instances[]": ("invalid_input", "instances[{i}] must be a list of numbers (a number "
                     "for a scalar input), or an object keyed by feature name"),
 }
+# A body that is one encoded image; its options come from the query string.
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif")
 
 
 def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
@@ -40,33 +41,40 @@ def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
         if mimetype != "application/json":
             raise ApiError(415, "unsupported_media_type", "this model takes tensors: send "
                            "application/json with {\"instances\": [...]}")
-        body = _json_body(request.get_data(cache=False))
+        body = _json_body(request.get_data(cache=False), settings)
         inputs = tensor_instances(body, model_input)
         _check_count(settings, inputs)
         return inputs, _options(body)
     if mimetype == "multipart/form-data":
-        form = validate(SubmitForm, {
-            "image": [f.read() for f in request.files.getlist("image")],
-            "webhook": request.form.get("webhook"),
-            "webhook_events_filter": request.form.getlist("webhook_events_filter") or None},
-            _FORM_ERRORS)
-        inputs = form.image
-        # Each value of the field may name several events, comma-separated.
-        events = [e for v in form.webhook_events_filter or [] for e in v.split(",")]
-        options = _options({"webhook": form.webhook, "webhook_events_filter": events or None})
+        inputs, options = _form(request.form, [f.read() for f in request.files.getlist("image")])
+    elif mimetype in RAW_IMAGE_TYPES:
+        # No multipart parsing: the body is the image (any accepted format, whatever the
+        # subtype says: check_image looks at the bytes).
+        inputs, options = _form(request.args, [request.get_data(cache=False)])
     elif mimetype == "application/json":
-        body = _json_body(request.get_data(cache=False))
+        body = _json_body(request.get_data(cache=False), settings)
         if "instances" in body and "images" not in body:
             raise ApiError(400, "invalid_input", "this model takes images: send "
                            "{\"images\": [{\"b64\": ...}]} or multipart 'image' files")
         inputs, options = _json_images(body)
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with 'image' "
-                       "files, or application/json with {\"images\": [{\"b64\": ...}]}")
+                       "files, application/json with {\"images\": [{\"b64\": ...}]}, or "
+                       f"one image as the body ({', '.join(RAW_IMAGE_TYPES)})")
     _check_count(settings, inputs)
     for i, data in enumerate(inputs):
         check_image(data, settings.max_image_pixels, f"input {i}")
     return inputs, options
+
+
+def _form(fields, images: list[bytes]) -> tuple[list[bytes], dict]:
+    """Images and options from form fields (multipart) or query parameters (a raw image)."""
+    form = validate(SubmitForm, {
+        "image": images, "webhook": fields.get("webhook"),
+        "webhook_events_filter": fields.getlist("webhook_events_filter") or None}, _FORM_ERRORS)
+    # Each value of the field may name several events, comma-separated.
+    events = [e for v in form.webhook_events_filter or [] for e in v.split(",")]
+    return form.image, _options({"webhook": form.webhook, "webhook_events_filter": events or None})
 
 
 def _check_count(settings, inputs):
@@ -88,6 +96,7 @@ def tensor_instances(body: dict, model_input: dict) -> list[bytes]:
 
 def pack_tensor(inst, model_input: dict, where: str) -> bytes:
     """One instance as the worker unpacks it: little-endian values of the model's dtype."""
+    import numpy as np  # here, not at the top: image submits never need it
     shape, names = tuple(model_input["shape"]), model_input.get("names") or []
     dtype = np.dtype(model_input["dtype"]).newbyteorder("<")
     if isinstance(inst, dict):
@@ -121,13 +130,8 @@ def decode_b64(value, where: str) -> bytes:
         raise ApiError(400, "invalid_base64", f"{where} is not valid base64") from None
 
 
-def _json_body(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-    except RecursionError:  # nested deeper than the parser goes: a client's doing, not a 500
-        raise ApiError(400, "invalid_json", "request body is nested too deeply") from None
+def _json_body(raw: bytes, settings) -> dict:
+    body = parse_json(raw, settings)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     return body

@@ -5,6 +5,7 @@ encoded images; tensor models take FP32, INT32 or UINT8. Errors are {"error": ".
 import base64
 import binascii
 import json
+import re
 import struct
 
 import numpy as np
@@ -14,12 +15,14 @@ from api import sync
 from api.errors import ApiError
 from api.images import check_image
 from api.inputs import pack_tensor
+from api.jsonbody import parse_json
 from jobs import streams
 
 bp = Blueprint("kserve", __name__)
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503, "deadline": 504, "internal": 500}
 NUMERIC = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8", "UINT8": "u1"}
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes "²", which int() refuses
 OUTPUT = "output_0"
 
 
@@ -86,7 +89,7 @@ def model_ready(model, version=None):
 @bp.post("/v2/models/<model>/versions/<int:version>/infer")
 def infer(model, version=None):
     ctx = current_app.extensions["inferq"]
-    req, binary = _split_body()
+    req, binary = _split_body(ctx.settings)
     model_input = ctx.catalog.input_of(model) if ctx.catalog.exists(model) else None
     if model_input is None:
         raise V2Error(404, f"model {model!r} not found")
@@ -123,21 +126,20 @@ def infer(model, version=None):
                     headers={HEADER_LENGTH: str(len(header))})
 
 
-def _split_body() -> tuple[dict, bytes]:
+def _split_body(settings) -> tuple[dict, bytes]:
+    """The JSON request and, with the binary extension, the binary data that follows it."""
     body = request.get_data(cache=False)
     length = request.headers.get(HEADER_LENGTH)
     if length is not None:
-        if not length.isdigit() or int(length) > len(body):
+        if not _DIGITS.fullmatch(length.strip()) or int(length) > len(body):
             raise V2Error(400, f"{HEADER_LENGTH} must be the byte length of the JSON header")
         body, binary = body[:int(length)], body[int(length):]
     else:
         binary = b""
     try:
-        req = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise V2Error(400, f"request is not valid JSON: {exc}") from None
-    except RecursionError:  # nested deeper than the parser goes
-        raise V2Error(400, "request JSON is nested too deeply") from None
+        req = parse_json(body, settings)
+    except ApiError as exc:  # over the size or depth limit, or not JSON
+        raise V2Error(exc.status, exc.message) from None
     if not isinstance(req, dict):
         raise V2Error(400, "request must be a JSON object")
     if not isinstance(req.get("id", ""), str):

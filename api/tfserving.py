@@ -3,14 +3,13 @@ POST /v1/models/{m}[/versions/{v}]:predict (row `instances` or columnar `inputs`
 for encoded images), GET /v1/models/{m}/versions/{v} (status), and .../metadata.
 GET /v1/models/{m} is inferq's own model view, which also carries TF Serving's
 `model_version_status`. Errors are {"error": "..."} with TF Serving's status codes."""
-import json
-
 from flask import Blueprint, current_app, jsonify, request
 
 from api import sync
 from api.errors import ApiError
 from api.images import check_image
 from api.inputs import decode_b64, pack_tensor
+from api.jsonbody import parse_json
 
 bp = Blueprint("tfserving", __name__)
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503, "deadline": 504, "internal": 500}
@@ -26,11 +25,9 @@ def _error(status: int, message: str):
 def predict(model, version=None):
     ctx = current_app.extensions["inferq"]
     try:
-        body = json.loads(request.get_data(cache=False))
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _error(400, f"JSON Parse error: {exc}")
-    except RecursionError:  # nested deeper than the parser goes
-        return _error(400, "JSON Parse error: nested too deeply")
+        body = parse_json(request.get_data(cache=False), ctx.settings)
+    except ApiError as exc:  # over the size or depth limit, or not JSON
+        return _error(exc.status, f"JSON Parse error: {exc.message}")
     if not isinstance(body, dict):
         return _error(400, "JSON Value: request must be an object")
     if body.get("signature_name", "") not in SIGNATURES:

@@ -117,7 +117,7 @@ def test_submit_json_base64_and_data_urls(client, r):
     ("JSON nested too deeply", lambda c: c.post("/v1/models/shapes/jobs",
                                                 data=b"[" * 50_000 + b"]" * 50_000,
                                                 content_type="application/json"), 400,
-     "invalid_json"),
+     "json_too_deep"),
     ("JSON without images", lambda c: c.post("/v1/models/shapes/jobs", json={"img": []}), 400,
      "no_input"),
     ("bad base64", lambda c: c.post("/v1/models/shapes/jobs",
