@@ -21,6 +21,10 @@ def check_image(data: bytes, max_pixels: int, where: str) -> str:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(BytesIO(data), formats=ACCEPTED)
     except UnidentifiedImageError:
+        signed = _signature(data)
+        if signed:  # Pillow gave up on its header: a broken file, not another format
+            raise ApiError(400, "invalid_image", f"{where} starts as a {signed} image but its "
+                           "header cannot be read") from None
         other = _other_format(data)
         if other:
             raise ApiError(415, "unsupported_format", f"{where} is a {other} image; "
@@ -38,7 +42,7 @@ def check_image(data: bytes, max_pixels: int, where: str) -> str:
         raise _too_many_pixels(where, f"{width}x{height} is {width * height} pixels, over the "
                                f"limit of {max_pixels} (INFERQ_MAX_IMAGE_PIXELS)")
     try:
-        if im.format == "JPEG":
+        if im.format in ("JPEG", "MPO"):  # MPO: a JPEG that carries more pictures
             # Decode at 1/8 scale: still reads every byte (a truncated file fails) at a
             # fraction of the cost of a full decode.
             im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
@@ -51,6 +55,18 @@ def check_image(data: bytes, max_pixels: int, where: str) -> str:
 
 def _too_many_pixels(where: str, detail: str) -> ApiError:
     return ApiError(413, "too_many_pixels", f"{where} is too large: {detail}")
+
+
+# How each accepted format's files begin (WebP: "RIFF", a length, then "WEBP").
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
+               b"GIF89a": "GIF", b"BM": "BMP"}
+
+
+def _signature(data: bytes) -> str | None:
+    """The accepted format whose signature `data` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _other_format(data: bytes) -> str | None:

@@ -6,7 +6,7 @@ decode threads hand over compact uint8 arrays and the model thread does the floa
 from io import BytesIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 # The formats the API accepts; the worker opens nothing else.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
@@ -22,21 +22,40 @@ def decode_image(data: bytes, size: tuple[int, int], color_mode: str = "rgb") ->
     pil_mode, channels = MODES[color_mode]
     try:
         im = Image.open(BytesIO(data), formats=FORMATS)
-        if im.format == "JPEG":
+        if im.format in ("JPEG", "MPO"):
             # Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding: much cheaper
-            # than decoding full size and resizing. draft() never goes below the requested size.
-            im.draft(pil_mode, size)
+            # than decoding full size and resizing. draft() never goes below the requested size
+            # of the stored picture, which is turned a quarter for EXIF orientations 5 to 8.
+            turned = _orientation(im) in (5, 6, 7, 8)
+            im.draft(pil_mode, tuple(reversed(size)) if turned else tuple(size))
         im.load()
-        im = ImageOps.exif_transpose(im)
+        _apply_orientation(im)
         im = _to_mode(im, pil_mode)
         if im.size != tuple(size):
             im = im.resize(tuple(size), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow raises many types on hostile bytes; all mean "cannot"
         raise DecodeError(f"cannot decode image: {exc}") from exc
     if channels == 1:
         arr = arr[..., None]
     return arr
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return im.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a corrupt EXIF block: the picture is served as stored
+        return 1
+
+
+def _apply_orientation(im: Image.Image):
+    """Turn `im` upright as its EXIF orientation says (in place: no copy when upright). The API
+    never reads EXIF, so a corrupt EXIF block must not fail an input it accepted: then the
+    picture is served as stored."""
+    try:
+        ImageOps.exif_transpose(im, in_place=True)
+    except Exception:
+        pass
 
 
 def decode_tensor(data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
