@@ -67,54 +67,86 @@ local function schedule_webhook(job_key, list_key, delivery_key, due_key, event,
 end
 """
 
-# KEYS: job, deliveries, started delivery, due. ARGV: now, model version, delivery ttl_s.
-# Returns {status afterwards ('' when the job is gone), the output form the job asked for}.
+# One call per batch. KEYS: due, then for each job: job, deliveries, started delivery.
+# ARGV: now, model version, delivery ttl_s.
+# Returns, for each job in turn: its status afterwards ('' when the job is gone), and the output
+# form the job asked for.
 _START = _SCHEDULE_WEBHOOK + """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'version', ARGV[2])
-  schedule_webhook(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 'started', ARGV[1], ARGV[3])
-  st = 'running'
+local now, version, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 2, #KEYS, 3 do
+  local job = KEYS[i]
+  local st = redis.call('HGET', job, 'status')
+  if st == 'queued' then
+    redis.call('HSET', job, 'status', 'running', 'started_at', now, 'version', version)
+    schedule_webhook(job, KEYS[i + 1], KEYS[i + 2], KEYS[1], 'started', now, ttl)
+    st = 'running'
+  end
+  out[#out + 1] = st or ''
+  out[#out + 1] = redis.call('HGET', job, 'output') or ''
 end
-return {st or '', redis.call('HGET', KEYS[1], 'output') or ''}
+return out
 """
 
-# KEYS: job, finished channel, deliveries, started delivery, completed delivery, due.
-# ARGV: idx, output json, failed (0/1), now, ttl_s, error, delivery ttl_s.
-# Returns -1 job gone, 0 duplicate or job already final, 1 recorded, 2 recorded and job finished.
+# One call per batch: record each input's result, then ack and delete the batch's stream entries,
+# in one atomic step. KEYS: due, stream, then for each result: job, finished channel,
+# deliveries, started delivery, completed delivery.
+# ARGV: now, ttl_s, delivery ttl_s, consumer group, then for each result: idx, output json,
+# failed (0/1), error; then the stream entry ids to ack.
+# Returns for each result: -1 job gone, 0 duplicate or job already final, 1 recorded,
+# 2 recorded and job finished.
 _FINISH = _SCHEDULE_WEBHOOK + """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return -1 end
-if st ~= 'queued' and st ~= 'running' then return 0 end
-if redis.call('HSETNX', KEYS[1], 'out:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
-if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4])
-  schedule_webhook(KEYS[1], KEYS[3], KEYS[4], KEYS[6], 'started', ARGV[4], ARGV[7])
-end
-if ARGV[3] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'n_failed', 1)
-  redis.call('HSETNX', KEYS[1], 'first_error', ARGV[6])
-end
-local done = redis.call('HINCRBY', KEYS[1], 'n_done', 1)
-local n = tonumber(redis.call('HGET', KEYS[1], 'n_inputs'))
-if done < n then return 1 end
-local failed = tonumber(redis.call('HGET', KEYS[1], 'n_failed'))
-local status = 'succeeded'
-if failed > 0 then
-  status = 'failed'
-  local first = redis.call('HGET', KEYS[1], 'first_error')
-  if n == 1 then
-    redis.call('HSET', KEYS[1], 'error', first)
-  else
-    redis.call('HSET', KEYS[1], 'error',
-               string.format('%d of %d inputs failed; first error: %s', failed, n, first))
+local function finish(job, channel, list, started, completed, idx, payload, failed, err, now,
+                      ttl, dttl)
+  local st = redis.call('HGET', job, 'status')
+  if not st then return -1 end
+  if st ~= 'queued' and st ~= 'running' then return 0 end
+  if redis.call('HSETNX', job, 'out:' .. idx, payload) == 0 then return 0 end
+  if st == 'queued' then
+    redis.call('HSET', job, 'status', 'running', 'started_at', now)
+    schedule_webhook(job, list, started, KEYS[1], 'started', now, dttl)
   end
+  if failed == '1' then
+    redis.call('HINCRBY', job, 'n_failed', 1)
+    redis.call('HSETNX', job, 'first_error', err)
+  end
+  local done = redis.call('HINCRBY', job, 'n_done', 1)
+  local n = tonumber(redis.call('HGET', job, 'n_inputs'))
+  if done < n then return 1 end
+  local n_failed = tonumber(redis.call('HGET', job, 'n_failed'))
+  local status = 'succeeded'
+  if n_failed > 0 then
+    status = 'failed'
+    local first = redis.call('HGET', job, 'first_error')
+    if n == 1 then
+      redis.call('HSET', job, 'error', first)
+    else
+      redis.call('HSET', job, 'error',
+                 string.format('%d of %d inputs failed; first error: %s', n_failed, n, first))
+    end
+  end
+  redis.call('HSET', job, 'status', status, 'completed_at', now)
+  redis.call('EXPIRE', job, ttl)
+  schedule_webhook(job, list, completed, KEYS[1], 'completed', now, dttl)
+  redis.call('PUBLISH', channel, status)
+  return 2
 end
-redis.call('HSET', KEYS[1], 'status', status, 'completed_at', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-schedule_webhook(KEYS[1], KEYS[3], KEYS[5], KEYS[6], 'completed', ARGV[4], ARGV[7])
-redis.call('PUBLISH', KEYS[2], status)
-return 2
+
+local now, ttl, dttl = ARGV[1], ARGV[2], ARGV[3]
+local n = (#KEYS - 2) / 5
+local rcs = {}
+for r = 0, n - 1 do
+  local k, a = 3 + 5 * r, 5 + 4 * r
+  rcs[r + 1] = finish(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
+                      ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], now, ttl, dttl)
+end
+local first = 5 + 4 * n
+for i = first, #ARGV, 500 do
+  local last = math.min(i + 499, #ARGV)
+  redis.call('XACK', KEYS[2], ARGV[4], unpack(ARGV, i, last))
+  redis.call('XDEL', KEYS[2], unpack(ARGV, i, last))
+end
+return rcs
 """
 
 # KEYS: job, finished channel, deliveries, completed delivery, due. ARGV: now, ttl_s,
@@ -225,39 +257,40 @@ class JobStore:
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
     def start(self, job_ids, version: str = "") -> dict[str, tuple[str | None, str]]:
-        """Mark jobs running on model `version`. Returns each job's status afterwards (None:
-        gone) and the output form it asked for ("raw": the model's output rows, for the
-        standard protocols; "": the model's usual result)."""
+        """Mark jobs running on model `version`, in one call. Returns each job's status
+        afterwards (None: gone) and the output form it asked for ("raw": the model's output
+        rows, for the standard protocols; "": the model's usual result)."""
         job_ids = list(dict.fromkeys(job_ids))
-        pipe = self.redis.pipeline(transaction=False)
-        now = repr(time.time())
+        if not job_ids:
+            return {}
+        script_keys = [keys.webhooks_due()]
         for job_id in job_ids:
-            self._start(keys=[keys.job(job_id), keys.deliveries(job_id),
-                              keys.delivery(webhook_id(job_id, "started")), keys.webhooks_due()],
-                        args=[now, version, self.delivery_ttl_s], client=pipe)
-        return {j: (st.decode() or None, out.decode())
-                for j, (st, out) in zip(job_ids, pipe.execute())}
+            script_keys += [keys.job(job_id), keys.deliveries(job_id),
+                            keys.delivery(webhook_id(job_id, "started"))]
+        reply = self._start(keys=script_keys,
+                            args=[repr(time.time()), version, self.delivery_ttl_s])
+        return {j: (reply[2 * i].decode() or None, reply[2 * i + 1].decode())
+                for i, j in enumerate(job_ids)}
 
     def finish(self, stream: str, results: list[InputResult]) -> list[str]:
-        """Record results, then ack and delete their entries, in one round trip.
+        """Record results, then ack and delete their entries, in one atomic call.
         Returns the ids of jobs that this call finished."""
-        pipe = self.redis.pipeline(transaction=False)
-        now = repr(time.time())
+        if not results:
+            return []
+        script_keys = [keys.webhooks_due(), stream]
+        args = [repr(time.time()), self.result_ttl_s, self.delivery_ttl_s, keys.GROUP]
+        dumps = json.dumps
         for res in results:
-            payload = json.dumps(res.output if res.error is None else {"error": res.error})
-            self._finish(keys=[keys.job(res.job_id), keys.finished(res.job_id),
-                               keys.deliveries(res.job_id),
-                               keys.delivery(webhook_id(res.job_id, "started")),
-                               keys.delivery(webhook_id(res.job_id, "completed")),
-                               keys.webhooks_due()],
-                         args=[res.idx, payload, int(res.error is not None), now,
-                               self.result_ttl_s, res.error or "", self.delivery_ttl_s],
-                         client=pipe)
-        entry_ids = [res.entry_id for res in results]
-        if entry_ids:
-            pipe.xack(stream, keys.GROUP, *entry_ids)
-            pipe.xdel(stream, *entry_ids)
-        replies = pipe.execute()
+            job_id = res.job_id
+            script_keys += [keys.job(job_id), keys.finished(job_id), keys.deliveries(job_id),
+                            keys.delivery(webhook_id(job_id, "started")),
+                            keys.delivery(webhook_id(job_id, "completed"))]
+            if res.error is None:
+                args += [res.idx, dumps(res.output), 0, ""]
+            else:
+                args += [res.idx, dumps({"error": res.error}), 1, res.error]
+        args += [res.entry_id for res in results]
+        replies = self._finish(keys=script_keys, args=args)
         return [res.job_id for res, rc in zip(results, replies) if rc == 2]
 
     def cancel(self, job_id: str) -> int:
