@@ -33,17 +33,18 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
 
 
 class RedisServer:
-    def __init__(self, aof: bool = False):
+    def __init__(self, aof: bool = False, appendfsync: str = "always"):
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed: run scripts/install.sh")
         self.dir = tempfile.mkdtemp(prefix="inferq-redis-")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        # With AOF, every write is fsynced, so a kill -9 loses nothing the tests wrote.
+        # With AOF and `always`, every write is fsynced, so a kill -9 loses nothing the tests
+        # wrote; `everysec` is what `make run` uses (up to a second of writes at risk).
         self.args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
                      "--dir", self.dir, "--save", "", "--hz", "100",
                      "--maxmemory-policy", "noeviction", "--appendonly", "yes" if aof else "no",
-                     "--appendfsync", "always"]
+                     "--appendfsync", appendfsync]
         self.client = redis.Redis(port=self.port)
         self._start()
 
@@ -54,9 +55,17 @@ class RedisServer:
 
     def crash_and_restart(self, down_s: float = 1.0):
         """SIGKILL, stay down `down_s`, start again on the same port and data."""
+        self.crash()
+        time.sleep(down_s)
+        self.restart()
+
+    def crash(self):
+        """SIGKILL: no shutdown, no final AOF flush."""
         self.proc.kill()
         self.proc.wait(10)
-        time.sleep(down_s)
+
+    def restart(self):
+        """Start again on the same port and data (after crash())."""
         self._start()
 
     def _ping(self):
