@@ -16,6 +16,9 @@ from worker.preprocess import DecodeError, decode_image, decode_tensor
 log = logging.getLogger("inferq.worker")
 READ_BLOCK_MS = 1000  # how long an idle read waits; bounds how fast a stop is noticed
 REDIS_DOWN = (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyLoadingError)
+# Redis at maxmemory (noeviction) refuses writes until memory frees. Wait, as for an outage:
+# a batch given up would be redelivered until its inputs failed as poison.
+REDIS_FULL = redis_lib.OutOfMemoryError
 
 
 def describe(exc: Exception) -> str:
@@ -77,10 +80,11 @@ class ModelLoop:
         while True:
             try:
                 return fn(*args)
-            except REDIS_DOWN as exc:
+            except (*REDIS_DOWN, REDIS_FULL) as exc:
                 if until_stopped and self.stopping.is_set():
                     return None
-                log.warning("redis unavailable (%s); retrying in 1 s", exc)
+                state = "full" if isinstance(exc, REDIS_FULL) else "unavailable"
+                log.warning("redis %s (%s); retrying in 1 s", state, exc)
                 time.sleep(1.0)
 
     # -- reader -------------------------------------------------------------------------
