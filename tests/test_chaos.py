@@ -1,9 +1,11 @@
 """Chaos: workers killed again and again, Redis crashed, an API process killed mid-submit, Redis
 out of memory. Real processes throughout (redis-server, gunicorn, Celery workers, the demo
 model); every job a client was told about ends, exactly once."""
+import itertools
 import os
 import random
 import signal
+import threading
 import time
 
 import pytest
@@ -12,8 +14,11 @@ import requests
 
 from jobs import keys
 from jobs.public import iso
-from tests.chaos_tools import Flow, FinishCounter, Stack, png, stream_state, submit, wait_job
-from tests.procs import wait_for, wait_until_serving
+from jobs.store import InputResult, JobStore
+from jobs.streams import StreamConsumer
+from tests.chaos_tools import (Flow, FinishCounter, Stack, job_records, png, stream_state,
+                               submit, wait_job)
+from tests.procs import RedisServer, model_processes, wait_for, wait_until_serving
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.chaos
@@ -177,3 +182,183 @@ def test_redis_crash_with_everysec_aof_loses_no_accepted_job_and_everything_reco
               f"{len(flow.refused)} submits refused while down")
     finally:
         receiver.close()
+
+
+class Submits:
+    """Client threads sending multi-image jobs, each with its own Idempotency-Key and images,
+    until stopped. `sent` holds (key, images, response or None when no answer came)."""
+
+    def __init__(self, base: str, threads: int):
+        self.base, self.sent = base, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True)
+                         for t in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, thread: int):
+        rng = random.Random(thread)
+        for i in itertools.count():
+            if self._stop.is_set():
+                return
+            key = f"chaos-{thread}-{i}"
+            images = [png(rng.getrandbits(48), size=64) for _ in range(rng.randint(4, 16))]
+            try:
+                resp = submit(self.base, images, timeout_s=30, headers={"Idempotency-Key": key})
+            except requests.RequestException:
+                resp = None
+            self.sent.append((key, images, resp))
+
+    def answered(self) -> int:
+        return sum(resp is not None for _, _, resp in self.sent)
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+
+def queued_entries(client) -> dict[str, list[int]]:
+    """Job id -> the input indexes its stream entries carry."""
+    found = {}
+    for _, fields in client.xrange(keys.stream("shapes", 1)):
+        found.setdefault(fields[b"job"].decode(), []).append(int(fields[b"idx"]))
+    return found
+
+
+def test_api_process_killed_mid_submit_leaves_whole_jobs_or_nothing(stacks):
+    # No inference worker until the end: the stream keeps every entry for the check.
+    stack = stacks(max_backlog=1_000_000)
+    clients = Submits(stack.base, threads=12)
+    try:
+        wait_for(lambda: clients.answered() >= 30, 60, "submits to flow")
+        for _ in range(3):
+            victim = random.choice(stack.api_workers())
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(stack.api_workers()) == 2 and victim not in stack.api_workers(),
+                     30, "gunicorn to replace its worker")
+            answered = clients.answered()
+            wait_for(lambda: clients.answered() >= answered + 20, 60, "the API to serve again")
+    finally:
+        clients.stop()
+    accepted = {resp.json()["id"]: len(images) for _, images, resp in clients.sent
+                if resp is not None and resp.status_code == 202}
+    no_answer = [(key, images) for key, images, resp in clients.sent if resp is None]
+    assert {resp.status_code for _, _, resp in clients.sent if resp is not None} == {202}
+    assert no_answer  # the kills did cut submits off mid-request
+
+    # Every job record is whole: all its inputs queued; every entry belongs to a job.
+    records = {job_id: stack.client.hgetall(keys.job(job_id))
+               for job_id in job_records(stack.client)}
+    entries = queued_entries(stack.client)
+    for job_id, record in records.items():
+        assert sorted(entries.get(job_id, [])) == list(range(int(record[b"n_inputs"]))), job_id
+    assert set(entries) <= set(records)
+    assert set(accepted) <= set(records)
+    assert all(int(records[j][b"n_inputs"]) == n for j, n in accepted.items())
+
+    # A client whose request got no answer sends it again with the same Idempotency-Key: it
+    # gets the job its first try made, or a new one if that try made nothing. No other job
+    # exists: a cut-off request left a whole job or nothing.
+    replayed, made = set(), set()
+    for key, images in no_answer:
+        resp = submit(stack.base, images, headers={"Idempotency-Key": key})
+        assert resp.status_code == 202, resp.text
+        (replayed if resp.headers.get("Idempotent-Replayed") else made).add(resp.json()["id"])
+    assert set(records) == set(accepted) | replayed
+    assert not made & set(records)
+
+    # The API serves again, and a worker runs every job to the end.
+    assert stack.api.alive() and len(stack.api_workers()) == 2
+    stack.worker()
+    for job_id in set(records) | made:
+        resp = wait_job(f"{stack.base}/v1/jobs/{job_id}", timeout_s=120)
+        assert resp.json()["status"] == "succeeded", resp.text
+    assert stream_state(stack.client) == (0, 0)
+    print(f"\n3 API workers killed: {len(clients.sent)} submits, {len(no_answer)} cut off "
+          f"({len(replayed)} had made a whole job, {len(no_answer) - len(replayed)} nothing)")
+
+
+def test_a_finish_refused_for_memory_acks_nothing():
+    """When Redis refuses a result for memory, the input's entry stays pending (it is
+    retried or reclaimed) rather than being acked with its result lost."""
+    server = RedisServer()
+    try:
+        client = redis.Redis.from_url(server.url)
+        store = JobStore(client, result_ttl_s=600, max_backlog=100)
+        consumer = StreamConsumer(client, "shapes", 1, "w1")
+        consumer.ensure_group()
+        job, _ = store.enqueue("shapes", [b"a", b"b"], version="1")
+        entries = consumer.read(10)
+        store.start([job["id"]], "1")
+        client.config_set("maxmemory", client.info("memory")["used_memory"] - 100_000)
+        results = [InputResult(e.id, e.job_id, e.idx, output={"top_k": []}) for e in entries]
+        with pytest.raises(redis.OutOfMemoryError):
+            store.finish(consumer.stream, results)
+        assert stream_state(client) == (2, 2)  # both entries still held, neither acked
+        assert store.get(job["id"])["n_done"] == "0"
+        client.config_set("maxmemory", 0)
+        assert store.finish(consumer.stream, results) == [job["id"]]
+        assert store.get(job["id"])["status"] == "succeeded"
+        assert stream_state(client) == (0, 0)
+    finally:
+        server.stop()
+
+
+def test_redis_full_refuses_submits_evicts_nothing_and_every_job_completes_after(stacks):
+    stack = stacks(claim_idle_s=CLAIM_IDLE_S)
+    worker = stack.worker()
+    counter = FinishCounter(stack.client)
+    try:
+        earlier = [submit(stack.base, [png(i)]).json() for i in range(20)]
+        for job in earlier:
+            assert wait_job(job["urls"]["get"]).json()["status"] == "succeeded"
+        # The worker pauses (as a slow GPU would), so jobs are queued when memory runs out.
+        os.killpg(worker.pid, signal.SIGSTOP)
+        stack.client.config_set("maxmemory", stack.client.info("memory")["used_memory"] + 2**21)
+        accepted = []
+        for i in itertools.count():
+            resp = submit(stack.base, [png(1000 * i + k, size=64) for k in range(8)])
+            if resp.status_code != 202:
+                break
+            accepted.append(resp.json())
+            assert i < 1000, "the store never filled"
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "store_full" and resp.headers["Retry-After"]
+        assert accepted
+        # Keep it full: the refused request's buffer, once freed, would leave a little room.
+        full_at = stack.client.info("memory")["used_memory"] - 2**19
+        stack.client.config_set("maxmemory", full_at)
+        os.killpg(worker.pid, signal.SIGCONT)
+
+        # Full: the worker's writes are refused too. Longer than it takes a held input to be
+        # reclaimed max_attempts times, so a worker that gave inputs up would show it here.
+        time.sleep(CLAIM_IDLE_S * 4)
+        assert worker.alive() and model_processes(worker.pid)
+        assert "redis full" in worker.output()  # it did meet the full store, and waited
+        assert stack.client.info("stats")["evicted_keys"] == 0
+        for job in earlier:  # nothing was evicted: earlier results are still there
+            resp = requests.get(job["urls"]["get"], timeout=10)
+            assert resp.status_code == 200 and resp.json()["status"] == "succeeded"
+        assert submit(stack.base, [png(1, size=64)] * 8).status_code == 503
+        assert stack.client.info("memory")["used_memory"] > full_at  # still full
+        for job in accepted:
+            assert requests.get(job["urls"]["get"], timeout=10).json()["status"] != "failed"
+
+        # Memory freed: the same worker finishes every job, each once; submits are taken again.
+        stack.client.config_set("maxmemory", 0)
+        resp = submit(stack.base, [png(2)])
+        assert resp.status_code == 202, resp.text
+        jobs = earlier + accepted + [resp.json()]
+        for job in jobs:
+            resp = wait_job(job["urls"]["get"], timeout_s=60)
+            assert resp.json()["status"] == "succeeded", resp.text
+        time.sleep(0.5)  # let the last finish messages arrive
+        counts = counter.snapshot()
+    finally:
+        counter.stop()
+    assert counts == {job["id"]: 1 for job in jobs}
+    assert stream_state(stack.client) == (0, 0)
+    assert stack.client.info("stats")["evicted_keys"] == 0
+    print(f"\nRedis full after {len(accepted)} jobs of 8 images; the worker waited, then "
+          f"finished all {len(jobs)}")
