@@ -19,11 +19,18 @@ class Context:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        from jobs.listener import FinishListener
+
         # Fail fast when Redis is down, so clients get a 503 at once rather than a hang.
+        # A request thread holds one pooled connection at a time (waits share the listener's
+        # own connection), so twice the threads never runs out; redis-py's default cap
+        # (100 in redis-py 8) would, with more threads.
         self.redis = redis_lib.Redis.from_url(
             settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2), health_check_interval=15)
-        self.store = JobStore(self.redis, settings.result_ttl_s, settings.max_backlog)
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2), health_check_interval=15,
+            max_connections=2 * settings.api_threads + 8)
+        self.store = JobStore(self.redis, settings.result_ttl_s, settings.max_backlog,
+                              listener=FinishListener(self.redis))
         self.catalog = Catalog(settings, self.redis)
 
 

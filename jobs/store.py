@@ -207,8 +207,11 @@ def is_job_id(value: str) -> bool:
 
 
 class JobStore:
-    def __init__(self, redis, result_ttl_s: int, max_backlog: int):
+    def __init__(self, redis, result_ttl_s: int, max_backlog: int, listener=None):
+        """`listener`: a jobs.listener.FinishListener shared by the process's waiting threads
+        (the API); without one, each wait subscribes on a connection of its own."""
         self.redis = redis
+        self.listener = listener
         self.result_ttl_s = result_ttl_s
         self.max_backlog = max_backlog
         self.delivery_ttl_s = result_ttl_s + WEBHOOK_MAX_AGE_S + 3600
@@ -304,8 +307,26 @@ class JobStore:
     def wait(self, job_id: str, timeout_s: float) -> dict | None:
         """The job record once it is final, or as it stands when `timeout_s` runs out.
         Wakes on the job's finished message, not by polling."""
+        if timeout_s <= 0:
+            return self.get(job_id)
+        deadline = time.monotonic() + timeout_s
+        if self.listener is None:
+            return self._wait_subscribed(job_id, deadline)
+        # Watching costs no Redis call (the listener is subscribed already), so the job is
+        # read once, after the watch starts: a finish cannot fall between the two.
+        with self.listener.watch(job_id, timeout_s) as finished:
+            record = self.get(job_id)
+            while record is not None and record["status"] not in FINAL:
+                left = deadline - time.monotonic()
+                if left <= 0 or not finished.wait(left):
+                    break
+                finished.clear()
+                record = self.get(job_id)
+        return record
+
+    def _wait_subscribed(self, job_id: str, deadline: float) -> dict | None:
         record = self.get(job_id)
-        if record is None or record["status"] in FINAL or timeout_s <= 0:
+        if record is None or record["status"] in FINAL:
             return record
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
@@ -313,7 +334,6 @@ class JobStore:
             # Read again after subscribing: a finish between the first read and the subscribe
             # would otherwise be missed.
             record = self.get(job_id)
-            deadline = time.monotonic() + timeout_s
             while record is not None and record["status"] not in FINAL:
                 left = deadline - time.monotonic()
                 if left <= 0:
