@@ -7,6 +7,7 @@ from jobs import keys, repository, streams
 
 RANK = {"available": 0, "loading": 1, "unloading": 2, "unavailable": 3}
 NO_WORKER = "no live worker serves this version"
+FALLBACK_TTL_S = 1.0
 
 
 class Catalog:
@@ -14,6 +15,7 @@ class Catalog:
         self.settings, self.redis = settings, redis
         self._cache: dict[str, tuple[float, list]] = {}
         self._names: tuple[float, list[str]] = (float("-inf"), [])
+        self._fallbacks: dict[str, tuple[float, str]] = {}
 
     def repo_names(self) -> list[str]:
         """Model names in the local repository, re-read at most every 2 s."""
@@ -33,6 +35,7 @@ class Catalog:
 
     def forget(self, name: str):
         self._cache.pop(name, None)
+        self._fallbacks.pop(name, None)
         self._names = (float("-inf"), [])
 
     def exists(self, name: str) -> bool:
@@ -50,10 +53,16 @@ class Catalog:
 
     def fallback_version(self, name: str) -> str:
         """Where a job goes while no worker has set the default: the highest version the
-        repository serves, or that a live worker serves."""
-        versions = [vs.version for vs in self.repo_versions(name) if vs.spec]
-        versions += [m["version"] for m in self._served(name) if m["state"] == "available"]
-        return str(max(versions)) if versions else ""
+        repository serves, or that a live worker serves. Kept for a second: each submit asks,
+        and it reads every worker's heartbeat (labels and all), though it only matters until
+        the workers set the default."""
+        at, version = self._fallbacks.get(name, (float("-inf"), ""))
+        if time.monotonic() - at > FALLBACK_TTL_S:
+            versions = [vs.version for vs in self.repo_versions(name) if vs.spec]
+            versions += [m["version"] for m in self._served(name) if m["state"] == "available"]
+            version = str(max(versions)) if versions else ""
+            self._fallbacks[name] = (time.monotonic(), version)
+        return version
 
     def version_exists(self, name: str, version: int) -> bool:
         return any(vs.version == version and vs.spec for vs in self.repo_versions(name)) or any(
