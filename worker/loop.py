@@ -32,6 +32,37 @@ def describe(exc: Exception) -> str:
     return (text or type(exc).__name__)[:400]
 
 
+class Decoded:
+    """A batch's inputs, decoded by the pool in `chunks` tasks (one per decode thread) rather
+    than one task per input: each task costs a lock, a queue and a thread wake-up."""
+
+    def __init__(self, pool, decode, datas: list, chunks: int):
+        size = max(1, -(-len(datas) // max(1, chunks)))
+        self._futures = [pool.submit(_decode_all, decode, datas[i:i + size])
+                         for i in range(0, len(datas), size)]
+        self._keep = None
+
+    def only(self, indices: list[int]) -> "Decoded":
+        """Keep the inputs at `indices` (the others' jobs were canceled)."""
+        self._keep = indices
+        return self
+
+    def results(self) -> list:
+        """Each input's array, or the DecodeError it raised, in order. Waits for the pool."""
+        out = [x for future in self._futures for x in future.result()]
+        return out if self._keep is None else [out[i] for i in self._keep]
+
+
+def _decode_all(decode, datas: list) -> list:
+    out = []
+    for data in datas:
+        try:
+            out.append(decode(data))
+        except DecodeError as exc:
+            out.append(exc)
+    return out
+
+
 class ModelLoop:
     def __init__(self, predictor, redis, consumer_name: str, settings, decode_pool):
         self.predictor, self.spec, self.settings = predictor, predictor.spec, settings
@@ -93,7 +124,7 @@ class ModelLoop:
             self._slot.acquire()
             try:
                 batch = self._retry(self._collect) or []
-                batch = self._retry(self._admit, batch) or []
+                batch, decoded = self._admit(batch)
             except Exception:  # e.g. the group vanished with a FLUSHALL: recreate, go on
                 log.exception("model %s: reading the stream failed; retrying in 1 s",
                               self.spec.name)
@@ -106,8 +137,7 @@ class ModelLoop:
                     self.drained.set()
                     break
                 continue
-            futures = [self.decode_pool.submit(self._decode, e.data) for e in batch]
-            self._batches.put((batch, futures))
+            self._batches.put((batch, decoded))
         self._batches.put(None)
 
     def _empty(self) -> bool:
@@ -132,25 +162,38 @@ class ModelLoop:
                 break
         return policy.take()
 
-    def _admit(self, batch: list) -> list:
-        """Fail inputs delivered too often, drop those whose job is gone or canceled, mark the
-        rest's jobs running. Returns what is left to run."""
-        poison = [e for e in batch if e.deliveries > self.settings.max_attempts]
+    def _admit(self, batch: list) -> tuple[list, "Decoded | None"]:
+        """Fail inputs delivered too often; start decoding the rest, and meanwhile mark their
+        jobs running and drop the inputs whose job is gone or canceled. Returns what is left to
+        run, and its inputs (being decoded)."""
+        max_attempts = self.settings.max_attempts
+        poison = [e for e in batch if e.deliveries > max_attempts]
         if poison:
             for e in poison:
                 log.error("job %s input %d: poison, delivered %d times", e.job_id, e.idx,
                           e.deliveries)
-            self.store.finish(self.consumer.stream, [InputResult(
+            self._retry(self.store.finish, self.consumer.stream, [InputResult(
                 e.id, e.job_id, e.idx, error=f"input was delivered {e.deliveries} times without "
-                f"finishing (max_attempts={self.settings.max_attempts}); the worker crashed or "
+                f"finishing (max_attempts={max_attempts}); the worker crashed or "
                 f"the model failed on it each time") for e in poison])
-            batch = [e for e in batch if e.deliveries <= self.settings.max_attempts]
-        started = self.store.start((e.job_id for e in batch), str(self.spec.version))
-        running = [e for e in batch if started[e.job_id][0] == RUNNING]
-        self.consumer.drop([e.id for e in batch if started[e.job_id][0] != RUNNING])
-        for e in running:
+            batch = [e for e in batch if e.deliveries <= max_attempts]
+        if not batch:
+            return [], None
+        # Decoding overlaps the round trip that starts the jobs.
+        decoded = Decoded(self.decode_pool, self._decode, [e.data for e in batch],
+                          self.settings.decode_threads)
+        started = self._retry(self.store.start, [e.job_id for e in batch],
+                              str(self.spec.version))
+        if started is None:  # stopping: the inputs stay pending, for another worker
+            return [], None
+        keep = [i for i, e in enumerate(batch) if started[e.job_id][0] == RUNNING]
+        if len(keep) < len(batch):
+            self._retry(self.consumer.drop, [e.id for e in batch
+                                             if started[e.job_id][0] != RUNNING])
+            batch, decoded = [batch[i] for i in keep], decoded.only(keep)
+        for e in batch:
             e.raw = started[e.job_id][1] == "raw"
-        return running
+        return batch, decoded
 
     # -- model owner --------------------------------------------------------------------
     def _model_loop(self):
@@ -165,15 +208,15 @@ class ModelLoop:
                 log.exception("model %s: a batch failed outside the model; its inputs will be "
                               "retried after claim_idle_s", self.spec.name)
 
-    def _run_batch(self, entries, futures):
+    def _run_batch(self, entries, decoded):
         results, ready, images = [], [], []
-        for entry, future in zip(entries, futures):
-            try:
-                images.append(future.result())
+        for entry, image in zip(entries, decoded.results()):
+            if isinstance(image, DecodeError):
+                log.info("job %s input %d: %s", entry.job_id, entry.idx, image)
+                results.append(InputResult(entry.id, entry.job_id, entry.idx, error=str(image)))
+            else:
+                images.append(image)
                 ready.append(entry)
-            except DecodeError as exc:
-                log.info("job %s input %d: %s", entry.job_id, entry.idx, exc)
-                results.append(InputResult(entry.id, entry.job_id, entry.idx, error=str(exc)))
         if ready:
             results += self._predict(ready, images)
         if results:
