@@ -1,9 +1,10 @@
-# inferq: `make run` starts the whole stack locally; `make test` runs the test suite.
+# inferq: `make run` starts the whole stack locally; `make test` runs the test suite;
+# `make chaos` the chaos tests and the soak.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: install run test train-demo clean
+.PHONY: install run test chaos train-demo clean
 
 install:
 	@scripts/install.sh
@@ -12,7 +13,12 @@ run: install
 	@scripts/run.sh
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not chaos"
+
+# Kills and restarts of workers, Redis and the API, a full Redis, and a 10,000-job soak
+# (tests marked `chaos`; a few minutes).
+chaos: install
+	$(PY) -m pytest -q -m chaos
 
 # Retrain the demo model (the trained file is committed; this takes a few minutes on a CPU).
 train-demo: install

@@ -71,6 +71,7 @@ class FinishCounter:
 
     def __init__(self, client):
         self.counts: dict[str, int] = {}
+        self.statuses: dict[str, str] = {}  # each job's final status, as published
         self._lock = threading.Lock()
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(**{keys.finished("*"): self._add})
@@ -80,10 +81,15 @@ class FinishCounter:
         job_id = message["channel"].decode()[len(keys.finished("")):]
         with self._lock:
             self.counts[job_id] = self.counts.get(job_id, 0) + 1
+            self.statuses[job_id] = message["data"].decode()
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
+
+    def finished(self) -> int:
+        with self._lock:
+            return len(self.counts)
 
     def stop(self):
         self.thread.stop()  # the thread closes the pubsub once it stops
