@@ -1,5 +1,7 @@
 """gunicorn settings for the API, from the same INFERQ_* variables as everything else.
 Run: gunicorn -c api/gunicorn_conf.py "api.app:create_app()" """
+import ctypes
+
 from jobs.settings import load_settings
 
 _settings = load_settings()
@@ -16,3 +18,20 @@ keepalive = 5
 # per job event.
 accesslog = "-" if _settings.api_access_log else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# No control socket: gunicorn (>= 25) otherwise listens on one per user ($XDG_RUNTIME_DIR or
+# ~/.gunicorn/gunicorn.ctl) through which any process of that user can stop or resize the API.
+control_socket_disable = True
+
+
+def _limit_malloc_arenas(arenas: int = 2):
+    """glibc gives each thread that contends for malloc an arena of its own, up to 8 per core,
+    and keeps their freed memory: with dozens of request threads handling image uploads, each
+    API process grew by ~10 MB more than with 2 arenas (measured, 128 clients, 640x480 JPEGs).
+    Set here, in the master, so every forked worker has it."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
+_limit_malloc_arenas()

@@ -102,12 +102,6 @@ def start_api(stack: Stack, redis_url: str, name: str = "api", app: str = "api.a
 
     port = free_port()
     env = service_env(redis_url, api_port=port, **settings)
-    # gunicorn (>= 25) listens on a control socket, by default one path per user
-    # ($HOME/.gunicorn/gunicorn.ctl) shared by every gunicorn on the machine: a `gunicornc`
-    # command or another instance's tests could reach this one. Give it a private directory.
-    ctl_dir = WORK / "run" / name
-    ctl_dir.mkdir(parents=True, exist_ok=True)
-    env["XDG_RUNTIME_DIR"] = str(ctl_dir)
     env.update(extra_env or {})
     proc = stack.proc(name, Proc([str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", app],
                                  env, name))
