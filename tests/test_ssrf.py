@@ -43,7 +43,7 @@ def test_ip_literals_and_numeric_tricks_are_refused_without_dns(url):
     "ftp://example.com/", "file:///etc/passwd", "gopher://x/", "javascript:alert(1)",
     "http://user:pass@example.com/", "http://@example.com/", "http:///nohost", "http://:80/",
     "http://example.com:99999/", "http://exa mple.com/", "http://example.com/\r\nX: y",
-    "http://exämple.com/", "",
+    "http://exämple.com/", "", "http://[/", "http://[::1/x", "https://]x[/",
 ])
 def test_bad_names_schemes_and_shapes_are_refused(url):
     with pytest.raises(UnsafeURL):

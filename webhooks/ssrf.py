@@ -102,7 +102,10 @@ def check_url(url: str, allow_networks=(), resolve=None) -> Target:
     """
     if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
         raise UnsafeURL("webhook URL must be ASCII without spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[/": an unclosed IPv6 bracket
+        raise UnsafeURL("webhook URL cannot be parsed") from None
     if parts.scheme not in _DEFAULT_PORTS:
         raise UnsafeURL(f"webhook URL scheme must be http or https, not {parts.scheme!r}")
     if "@" in parts.netloc:
