@@ -22,7 +22,8 @@ bp = Blueprint("kserve", __name__)
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503, "deadline": 504, "internal": 500}
 NUMERIC = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8", "UINT8": "u1"}
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also takes "²", which int() refuses
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+_DIGITS = re.compile(r"[0-9]{1,18}")
 OUTPUT = "output_0"
 
 
@@ -104,11 +105,10 @@ def infer(model, version=None):
     binary_out = _requested_outputs(req, params)
     try:
         inputs = _inputs(tensor, binary, model_input, ctx.settings.max_image_pixels)
-        deadline = sync.timeout_s(params.get("timeout") if isinstance(params, dict) else None,
-                                  ctx.settings.max_long_poll_s)
+        deadline = _timeout(params, ctx.settings.max_long_poll_s)
         ran, rows = sync.run(ctx, model, version, inputs, deadline)
-    except ApiError as exc:
-        raise V2Error(400, exc.message) from None
+    except ApiError as exc:  # the same status as the other endpoints: 413 too_many_pixels, ...
+        raise V2Error(exc.status if exc.status < 500 else 400, exc.message) from None
     except sync.SyncError as exc:
         raise V2Error(STATUS[exc.kind], exc.message) from None
     data = np.asarray(rows, dtype="<f4")
@@ -157,6 +157,13 @@ def _parameters(obj: dict, whose: str) -> dict:
     return params
 
 
+def _timeout(params: dict, cap_s: float) -> float:
+    try:
+        return sync.timeout_s(params.get("timeout"), cap_s)
+    except OverflowError:  # a JSON integer too large for a float
+        raise V2Error(400, "timeout must be a positive number of seconds") from None
+
+
 def _requested_outputs(req: dict, params) -> bool:
     """Whether the output goes back as binary data; checks the outputs asked for exist."""
     binary = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
@@ -191,7 +198,7 @@ def _inputs(tensor: dict, binary: bytes, model_input: dict, max_pixels: int) -> 
         for i, data in enumerate(items):
             check_image(data, max_pixels, f"element {i}")
         return items
-    if datatype not in NUMERIC:
+    if not isinstance(datatype, str) or datatype not in NUMERIC:  # a list or object: unhashable
         raise V2Error(400, f"this model takes numbers: one of {', '.join(NUMERIC)}")
     try:
         if raw is not None:
