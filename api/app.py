@@ -54,6 +54,8 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask("inferq")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    # "//" in a path is a 404 in inferq's JSON, not a redirect with an HTML body.
+    app.url_map.merge_slashes = False
     ctx = app.extensions["inferq"] = Context(settings)
     ctx.keyring = auth.Keyring(settings.api_keys, settings.admin_keys)
     errors.register(app)

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import auth
+from api.inputs import RAW_IMAGE_TYPES
 from api import schemas as s
 
 bp = Blueprint("openapi", __name__)
@@ -116,10 +117,13 @@ def protocol_errors(*statuses: int) -> dict[int, Resp]:
 # What a client does next with a job it made (schemathesis' stateful phase follows these).
 JOB_LINKS = {name: (op_id, {"job_id": "$response.body#/id"}) for name, op_id in (
     ("GetJob", "jobs_get"), ("CancelJob", "jobs_cancel"), ("JobDeliveries", "jobs_deliveries"))}
-SUBMIT_BODY = {JSON: (s.SubmitImages, s.SubmitInstances), "multipart/form-data": s.SubmitForm}
+SUBMIT_BODY = {JSON: (s.SubmitImages, s.SubmitInstances), "multipart/form-data": s.SubmitForm,
+               # One image as the whole body (OpenAPI 3.1: a media type with no schema is bytes).
+               **{media: {} for media in RAW_IMAGE_TYPES}}
 SUBMIT = Op(
-    "Submit a job", description="Images go as multipart `image` files or JSON base64; tensor "
-    "models take `{\"instances\": [...]}`. Answers 202 with the queued job, or 200 with the "
+    "Submit a job", description="Images go as multipart `image` files, JSON base64, or one "
+    "image as the body (`Content-Type: image/...`; then `webhook` and `webhook_events_filter` "
+    "are query parameters); tensor models take `{\"instances\": [...]}`. Answers 202 with the queued job, or 200 with the "
     "finished job when `Prefer: wait=N` saw it end (or an Idempotency-Key replayed it).",
     body=SUBMIT_BODY, headers=s.SubmitHeaders,
     responses={202: Resp("Queued", {JSON: s.Job}, ("Location",), JOB_LINKS),

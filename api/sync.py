@@ -24,7 +24,7 @@ def timeout_s(value, cap_s: float) -> float:
         return min(DEFAULT_TIMEOUT_S, cap_s)
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         seconds = -1.0
     if not 0 < seconds < float("inf"):
         raise SyncError("invalid", f"timeout must be a positive number of seconds, got {value!r}")

@@ -202,3 +202,10 @@ def test_redis_down_is_503_not_500(repo):
         assert resp.get_json()["error"]["code"] == "redis_unavailable"
         assert resp.headers["Retry-After"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_double_slash_is_a_json_404_not_an_html_redirect(client):
+    for path in ("//v1/models", "/v1//models", "/v1/models/shapes//jobs"):
+        resp = client.get(path)
+        assert resp.status_code == 404, path
+        assert resp.get_json()["error"]["code"] == "not_found"
