@@ -119,6 +119,7 @@ class Stack:
     def __init__(self, redis_options: dict | None = None, api_workers: int = 2, **settings):
         self.settings = settings
         self.procs = []
+        self._on_close = []  # e.g. client threads to stop before the processes go
         self.redis = RedisServer(**(redis_options or {}))
         try:
             self.client = redis.Redis.from_url(self.redis.url)
@@ -144,7 +145,12 @@ class Stack:
         """The gunicorn worker processes (children of the master)."""
         return children(self.api.pid)
 
+    def on_close(self, fn):
+        self._on_close.append(fn)
+
     def close(self):
+        for fn in self._on_close:
+            fn()
         for proc in reversed(self.procs):
             try:
                 if proc.alive():

@@ -16,8 +16,8 @@ from jobs import keys
 from jobs.public import iso
 from jobs.store import InputResult, JobStore
 from jobs.streams import StreamConsumer
-from tests.chaos_tools import (Flow, FinishCounter, Stack, job_records, png, stream_state,
-                               submit, wait_job)
+from tests.chaos_tools import (STREAM, Flow, FinishCounter, Stack, job_records, png,
+                               stream_state, submit, wait_job)
 from tests.procs import RedisServer, model_processes, wait_for, wait_until_serving
 from tests.receiver import Receiver
 
@@ -44,7 +44,7 @@ def held_by(client, pid: int) -> int:
     """Entries of the stream that the worker with this pid has read and not acked (its
     consumer names hold its pid)."""
     try:
-        consumers = client.xpending(keys.stream("shapes", 1), keys.GROUP)["consumers"]
+        consumers = client.xpending(STREAM, keys.GROUP)["consumers"]
     except redis.ResponseError:
         return 0
     return sum(c["pending"] for c in consumers if f":{pid}:" in c["name"].decode())
@@ -54,11 +54,11 @@ def test_worker_killed_again_and_again_loses_no_job_and_finishes_each_once(stack
     # A generous max_attempts: being killed is not the input's fault, and the poison path has
     # its own test (test_worker_failures.py).
     stack = stacks(claim_idle_s=CLAIM_IDLE_S, max_attempts=10)
+    current = stack.worker()
     counter = FinishCounter(stack.client)
+    # 1,000 jobs at 25/s: they keep flowing through every kill below.
+    flow = Flow(stack.base, total=1000, rate=25, threads=4)
     try:
-        current = stack.worker()
-        # 1,000 jobs at 25/s: they keep flowing through every kill below.
-        flow = Flow(stack.base, total=1000, rate=25, threads=4)
         kills, taken = 0, []
         while kills < 5:
             # The next worker warms up while the current one serves; each worker serves
@@ -84,6 +84,7 @@ def test_worker_killed_again_and_again_loses_no_job_and_finishes_each_once(stack
         time.sleep(0.5)  # let the last finish messages arrive
         counts = counter.snapshot()
     finally:
+        flow.stop()
         counter.stop()
     print(f"\n5 kills; entries the killed workers held: {taken}")
     assert sum(taken) > 0  # the kills took unacked entries with them, which were reclaimed
@@ -127,6 +128,7 @@ def test_redis_crash_with_everysec_aof_loses_no_accepted_job_and_everything_reco
                        claim_idle_s=CLAIM_IDLE_S, **HOOKS)
         worker, hooks = stack.worker(), stack.webhook_worker()
         flow = Flow(stack.base, total=None, rate=40, threads=4)
+        stack.on_close(flow.stop)
         wait_for(lambda: flow.count() >= 80, 30, "jobs to flow")
         # A webhook whose first attempt fails: its retry falls due while Redis is down.
         receiver.script("/across", 503, 200)
@@ -221,7 +223,7 @@ class Submits:
 def queued_entries(client) -> dict[str, list[int]]:
     """Job id -> the input indexes its stream entries carry."""
     found = {}
-    for _, fields in client.xrange(keys.stream("shapes", 1)):
+    for _, fields in client.xrange(STREAM):
         found.setdefault(fields[b"job"].decode(), []).append(int(fields[b"idx"]))
     return found
 
