@@ -54,7 +54,8 @@ def register(app):
 
     @app.errorhandler(redis_lib.ResponseError)
     def _redis_error(exc):
-        if str(exc).startswith("OOM"):
+        # redis-py 5.x+ raises OutOfMemoryError with the "OOM" prefix cut from its message.
+        if isinstance(exc, redis_lib.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
             log.warning("redis is full: %s", exc)
             return error_response(503, "store_full", "the job store is out of memory; "
                                   "try again shortly", {"Retry-After": "5"})
