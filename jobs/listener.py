@@ -25,9 +25,9 @@ class FinishListener:
     def __init__(self, redis, idle_exit_s: float = 60.0):
         pool = redis.connection_pool
         kwargs = dict(pool.connection_kwargs)
-        # Its own connection, outside the pool; RESP2 pub/sub replies; no health-check PING
-        # from redis-py (this thread sends its own when the connection is idle).
-        kwargs.update(health_check_interval=0, protocol=2)
+        # Its own connection, outside the pool; RESP2 pub/sub replies, as bytes; no health-check
+        # PING from redis-py (this thread sends its own when the connection is idle).
+        kwargs.update(health_check_interval=0, protocol=2, decode_responses=False)
         self._connection = lambda: pool.connection_class(**kwargs)
         self._pattern = keys.finished("*")
         self._prefix_len = len(keys.finished("").encode())
