@@ -34,6 +34,8 @@ def summarise(ceiling, e2e, idle, null, naive, api, p) -> dict:
         "idle_p99_ms": idle["p99_ms"],
         "idle_p50_overhead_ms": round(idle["p50_ms"] - single, 2),
         "idle_p99_overhead_ms": round(idle["p99_ms"] - single, 2),
+        "idle_p50_outside_model_ms": idle.get("outside_model_ms_p50"),
+        "idle_p99_outside_model_ms": idle.get("outside_model_ms_p99"),
         "null_jobs_s": round(null["jobs_s"]),
         "null_worker_cpu_ms_per_job": round(null["worker_cpu_ms_per_job"], 3),
         "naive_img_s": round(naive["img_s"], 2),
@@ -118,6 +120,10 @@ def table(out: dict) -> str:
     if stages:
         lines += ["", "Run 3, median time of each step of an idle job (ms): " + ", ".join(
             f"{STAGE_NAMES.get(k, k)} {v:.1f}" for k, v in stages.items()) + "."]
+    if out.get("idle_p50_outside_model_ms") is not None:
+        lines[-1] += (f" Each job's latency minus its own model time: p50 "
+                      f"{out['idle_p50_outside_model_ms']:.1f}, p99 "
+                      f"{out['idle_p99_outside_model_ms']:.1f} ms.")
     contended = [n for n in ("ceiling", "e2e", "idle", "null", "naive", "api")
                  if d[n].get("contended")]
     lines += ["", "Every measurement ran while processes this run did not start kept fewer than "
