@@ -8,7 +8,6 @@ import json
 import re
 import struct
 
-import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api import sync
@@ -89,6 +88,7 @@ def model_ready(model, version=None):
 @bp.post("/v2/models/<model>/infer")
 @bp.post("/v2/models/<model>/versions/<int:version>/infer")
 def infer(model, version=None):
+    import numpy as np  # here, not at import: ~16 MB an API process need not hold
     ctx = current_app.extensions["inferq"]
     req, binary = _split_body(ctx.settings)
     model_input = ctx.catalog.input_of(model) if ctx.catalog.exists(model) else None
@@ -181,6 +181,7 @@ def _requested_outputs(req: dict, params) -> bool:
 
 
 def _inputs(tensor: dict, binary: bytes, model_input: dict, max_pixels: int) -> list[bytes]:
+    import numpy as np  # here, not at import: ~16 MB an API process need not hold
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 0
                                                        for d in shape)):
@@ -226,6 +227,7 @@ def _bytes_items(raw: bytes) -> list[bytes]:
 
 def _json_bytes(data) -> list[bytes]:
     """BYTES elements in JSON: base64 text (encoded images are not valid UTF-8 text)."""
+    import numpy as np  # here, not at import: ~16 MB an API process need not hold
     flat = list(np.asarray(data, dtype=object).ravel()) if isinstance(data, list) else None
     if not flat or not all(isinstance(x, str) for x in flat):
         raise V2Error(400, "BYTES data in JSON must be base64 strings")

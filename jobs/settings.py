@@ -13,7 +13,7 @@ class SettingsError(ValueError):
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     api_port: int = 8000
-    api_workers: int = 2
+    api_workers: int = 3
     api_threads: int = 32
     api_access_log: bool = False
     model_repository: str = "models"
