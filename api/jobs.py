@@ -78,9 +78,11 @@ def _submit(model: str, version: int | None):
 def get(job_id):
     ctx = current_app.extensions["inferq"]
     wait_s = _wait_param(ctx.settings.max_long_poll_s)
-    record = _own_job(ctx, job_id)
-    if wait_s > 0 and record["status"] not in FINAL:
-        record = ctx.store.wait(job_id, wait_s) or record
+    # Another tenant's job is refused before any waiting: its answer comes as fast as a
+    # missing job's.
+    record = ctx.store.wait(job_id, wait_s, allowed=auth.owns) if is_job_id(job_id) else None
+    if record is None:
+        raise _no_job(job_id)
     return jsonify(job_json(record, request.host_url))
 
 

@@ -214,6 +214,10 @@ def new_job_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def _allowed(record: dict | None, allowed) -> dict | None:
+    return None if record is None or (allowed is not None and not allowed(record)) else record
+
+
 def is_job_id(value: str) -> bool:
     return 16 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
 
@@ -316,18 +320,19 @@ class JobStore:
                                   keys.webhooks_due()],
                             args=[repr(time.time()), self.result_ttl_s, self.delivery_ttl_s])
 
-    def wait(self, job_id: str, timeout_s: float) -> dict | None:
+    def wait(self, job_id: str, timeout_s: float, allowed=None) -> dict | None:
         """The job record once it is final, or as it stands when `timeout_s` runs out.
-        Wakes on the job's finished message, not by polling."""
+        Wakes on the job's finished message, not by polling. With `allowed` (record -> bool),
+        a job it refuses is answered at once as None, as a missing one is."""
         if timeout_s <= 0:
-            return self.get(job_id)
+            return _allowed(self.get(job_id), allowed)
         deadline = time.monotonic() + timeout_s
         if self.listener is None:
-            return self._wait_subscribed(job_id, deadline)
+            return self._wait_subscribed(job_id, deadline, allowed)
         # Watching costs no Redis call (the listener is subscribed already), so the job is
         # read once, after the watch starts: a finish cannot fall between the two.
         with self.listener.watch(job_id, timeout_s) as finished:
-            record = self.get(job_id)
+            record = _allowed(self.get(job_id), allowed)
             while record is not None and record["status"] not in FINAL:
                 left = deadline - time.monotonic()
                 if left <= 0 or not finished.wait(left):
@@ -336,8 +341,8 @@ class JobStore:
                 record = self.get(job_id)
         return record
 
-    def _wait_subscribed(self, job_id: str, deadline: float) -> dict | None:
-        record = self.get(job_id)
+    def _wait_subscribed(self, job_id: str, deadline: float, allowed) -> dict | None:
+        record = _allowed(self.get(job_id), allowed)
         if record is None or record["status"] in FINAL:
             return record
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
