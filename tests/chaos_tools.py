@@ -87,6 +87,15 @@ class FinishCounter:
         with self._lock:
             return dict(self.counts)
 
+    def after_success(self, jobs: list[dict], timeout_s: float = 60) -> dict[str, int]:
+        """Wait until every job (as submit answered it) has succeeded, then the finish counts,
+        once the last finish messages have had time to arrive."""
+        for job in jobs:
+            resp = wait_job(job["urls"]["get"], timeout_s=timeout_s)
+            assert resp.json()["status"] == "succeeded", resp.text
+        time.sleep(0.5)
+        return self.snapshot()
+
     def finished(self) -> int:
         with self._lock:
             return len(self.counts)

@@ -78,11 +78,7 @@ def test_worker_killed_again_and_again_loses_no_job_and_finishes_each_once(stack
         flow.hurry()
         jobs = [job for _, job in flow.join()]
         assert len(jobs) == 1000, (flow.refused[:3], flow.failed[:3])
-        for job in jobs:
-            resp = wait_job(job["urls"]["get"], timeout_s=60)
-            assert resp.json()["status"] == "succeeded", resp.text
-        time.sleep(0.5)  # let the last finish messages arrive
-        counts = counter.snapshot()
+        counts = counter.after_success(jobs)
     finally:
         flow.stop()
         counter.stop()
@@ -352,11 +348,7 @@ def test_redis_full_refuses_submits_evicts_nothing_and_every_job_completes_after
         resp = submit(stack.base, [png(2)])
         assert resp.status_code == 202, resp.text
         jobs = earlier + accepted + [resp.json()]
-        for job in jobs:
-            resp = wait_job(job["urls"]["get"], timeout_s=60)
-            assert resp.json()["status"] == "succeeded", resp.text
-        time.sleep(0.5)  # let the last finish messages arrive
-        counts = counter.snapshot()
+        counts = counter.after_success(jobs)
     finally:
         counter.stop()
     assert counts == {job["id"]: 1 for job in jobs}
