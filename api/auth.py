@@ -84,7 +84,8 @@ class Keyring:
         self._checked = 0.0
         self._stamp = self._file_stamp()
         self._callers = self._load()  # raises SettingsError at start: a bad key is fatal then
-        self.enabled = bool(self._callers) or any(s.strip() for s in self._specs)
+        # On even with no key loaded (an empty key file): an API meant to be closed stays so.
+        self.enabled = any(s.strip() for s in self._specs)
 
     def _files(self) -> list[str]:
         return [s.strip()[1:] for s in self._specs if s.strip().startswith("@")]
@@ -144,7 +145,8 @@ def authenticate():
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "this server needs an API key: send "
-                       "`Authorization: Bearer <key>`", {"WWW-Authenticate": 'Bearer realm="inferq"'})
+                       "`Authorization: Bearer <key>`",
+                       {"WWW-Authenticate": 'Bearer realm="inferq"'})
     caller = keyring.lookup(key.strip())
     if caller is None:
         raise ApiError(401, "invalid_key", "the API key is not valid (unknown or revoked)",
@@ -158,6 +160,12 @@ def caller() -> Caller:
 
 def tenant() -> str:
     return caller().tenant
+
+
+def owner_fields() -> dict:
+    """The job record fields that name its tenant (none on an open API)."""
+    tenant_name = tenant()
+    return {"tenant": tenant_name} if tenant_name else {}
 
 
 def owns(record: dict | None) -> bool:

@@ -36,16 +36,14 @@ def _submit(model: str, version: int | None):
         raise ApiError(404, "unknown_version", f"model {model!r} has no version {version} "
                        f"that is served; GET /v1/models/{model} lists them")
     inputs, options = read_request(ctx.settings, catalog.input_of(model))
-    fields = webhook_fields(ctx.settings, options)
-    tenant = auth.tenant()
-    if tenant:
-        fields["tenant"] = tenant
+    fields = {**webhook_fields(ctx.settings, options), **auth.owner_fields()}
     wait_s = prefer_wait(ctx.settings.max_long_poll_s)
     pinned = "" if version is None else str(version)  # not `version or ""`: 0 is a version
     try:
         record, replayed = ctx.store.enqueue(
             model, inputs, version=pinned, fallback_version=catalog.fallback_version(model),
-            fields=fields, idempotency=idempotency(tenant, f"{model}:{pinned}", inputs, fields))
+            fields=fields,
+            idempotency=idempotency(auth.tenant(), f"{model}:{pinned}", inputs, fields))
     except BacklogFull:
         raise ApiError(503, "backlog_full", f"model {model!r} already has "
                        f"{ctx.settings.max_backlog} inputs waiting; try again shortly",

@@ -105,7 +105,7 @@ def infer(model, version=None):
     binary_out = _requested_outputs(req, params)
     try:
         inputs = _inputs(tensor, binary, model_input, ctx.settings.max_image_pixels)
-        deadline = _timeout(params, ctx.settings.max_long_poll_s)
+        deadline = sync.timeout_s(params.get("timeout"), ctx.settings.max_long_poll_s)
         ran, rows = sync.run(ctx, model, version, inputs, deadline)
     except ApiError as exc:  # the same status as the other endpoints: 413 too_many_pixels, ...
         raise V2Error(exc.status if exc.status < 500 else 400, exc.message) from None
@@ -155,13 +155,6 @@ def _parameters(obj: dict, whose: str) -> dict:
     if not isinstance(params, dict):
         raise V2Error(400, f"{whose} parameters must be an object")
     return params
-
-
-def _timeout(params: dict, cap_s: float) -> float:
-    try:
-        return sync.timeout_s(params.get("timeout"), cap_s)
-    except OverflowError:  # a JSON integer too large for a float
-        raise V2Error(400, "timeout must be a positive number of seconds") from None
 
 
 def _requested_outputs(req: dict, params) -> bool:

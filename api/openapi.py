@@ -123,7 +123,8 @@ SUBMIT_BODY = {JSON: (s.SubmitImages, s.SubmitInstances), "multipart/form-data":
 SUBMIT = Op(
     "Submit a job", description="Images go as multipart `image` files, JSON base64, or one "
     "image as the body (`Content-Type: image/...`; then `webhook` and `webhook_events_filter` "
-    "are query parameters); tensor models take `{\"instances\": [...]}`. Answers 202 with the queued job, or 200 with the "
+    "are query parameters); tensor models take `{\"instances\": [...]}`. Answers 202 with "
+    "the queued job, or 200 with the "
     "finished job when `Prefer: wait=N` saw it end (or an Idempotency-Key replayed it).",
     body=SUBMIT_BODY, headers=s.SubmitHeaders,
     responses={202: Resp("Queued", {JSON: s.Job}, ("Location",), JOB_LINKS),

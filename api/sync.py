@@ -31,11 +31,6 @@ def timeout_s(value, cap_s: float) -> float:
     return min(seconds, cap_s)
 
 
-def _fields() -> dict:
-    tenant = auth.tenant()
-    return {"output": "raw", "tenant": tenant} if tenant else {"output": "raw"}
-
-
 def run(ctx, model: str, version: int | None, inputs: list[bytes], deadline_s: float
         ) -> tuple[str, list]:
     """The version that ran, and the model's raw output for each input, in order."""
@@ -52,7 +47,7 @@ def run(ctx, model: str, version: int | None, inputs: list[bytes], deadline_s: f
     try:
         record, _ = ctx.store.enqueue(model, inputs, version="" if version is None else str(version),
                                       fallback_version=catalog.fallback_version(model),
-                                      fields=_fields())
+                                      fields={"output": "raw", **auth.owner_fields()})
     except BacklogFull:
         raise SyncError("unavailable", f"model {model!r} is overloaded; try again shortly") from None
     except NoVersion:
