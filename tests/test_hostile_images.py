@@ -200,3 +200,26 @@ def test_a_real_worker_serves_every_accepted_case_and_keeps_running(stack, corpu
     job = run_job(stack["base"], "circle.png", (ROOT / "examples" / "circle.png").read_bytes())
     assert job["status"] == "succeeded"
     assert job["outputs"][0]["top_k"][0]["label"] == "circle"
+
+
+def broken_huffman_table_jpeg() -> bytes:
+    """A whole JPEG (every segment, the end marker) whose Huffman table counts more codes than a
+    table can hold: only decoding it finds that."""
+    data = bytearray(save(Image.new("RGB", (32, 32), (200, 40, 40)), "JPEG"))
+    at = data.index(b"\xff\xc4")
+    data[at + 5:at + 7] = b"\xff\xff"
+    return bytes(data)
+
+
+def test_a_jpeg_broken_inside_a_whole_structure_fails_its_job_not_the_worker(stack):
+    """The API checks a JPEG's structure, not its pixels (that costs a decode on every submit):
+    damage only a decode finds is accepted, and the job fails with the decoder's error."""
+    worker = stack["worker"]
+    before = model_processes(worker.pid)
+    job = run_job(stack["base"], "broken.jpg", broken_huffman_table_jpeg())
+    assert job["status"] == "failed"
+    assert job["outputs"][0]["status"] == "failed"
+    assert "cannot decode image" in job["outputs"][0]["error"]
+    assert worker.alive() and model_processes(worker.pid) == before
+    job = run_job(stack["base"], "circle.png", (ROOT / "examples" / "circle.png").read_bytes())
+    assert job["status"] == "succeeded"
