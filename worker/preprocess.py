@@ -1,12 +1,17 @@
-"""Turn encoded image bytes into the uint8 array a model takes. Pillow and NumPy only (no TF).
+"""Turn encoded image bytes into the uint8 array a model takes. Pillow, NumPy and OpenCV (no TF).
 
 Normalisation (scale to [0, 1], [-1, 1], ...) happens inside the compiled model function, so the
 decode threads hand over compact uint8 arrays and the model thread does the float work in-graph.
 """
 from io import BytesIO
 
+import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
+
+# The decode threads already run side by side; OpenCV's own thread pool would take cores from
+# the model.
+cv2.setNumThreads(1)
 
 # The formats the API accepts; the worker opens nothing else.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
@@ -30,14 +35,26 @@ def decode_image(data: bytes, size: tuple[int, int], color_mode: str = "rgb") ->
             im.draft(pil_mode, tuple(reversed(size)) if turned else tuple(size))
         im.load()
         _apply_orientation(im)
-        im = _to_mode(im, pil_mode)
-        if im.size != tuple(size):
-            im = im.resize(tuple(size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+        arr = _resize(_to_mode(im, pil_mode), size)
     except Exception as exc:  # Pillow raises many types on hostile bytes; all mean "cannot"
         raise DecodeError(f"cannot decode image: {exc}") from exc
     if channels == 1:
         arr = arr[..., None]
+    return arr
+
+
+def _resize(im: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """`im` as an array of `size` (width, height). Shrinking by 2 or more is done first by
+    whole factors with a box filter (anti-aliased, and cheap); what is left, less than 2, is
+    bilinear, as tf.image.resize and Keras' Resizing do. OpenCV's bilinear costs a seventh of
+    Pillow's on a 320x240 picture."""
+    width, height = size
+    factors = (max(1, im.width // width), max(1, im.height // height))
+    if factors != (1, 1):
+        im = im.reduce(factors)
+    arr = np.asarray(im, dtype=np.uint8)
+    if im.size != (width, height):
+        arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_LINEAR)
     return arr
 
 
