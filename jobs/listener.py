@@ -21,6 +21,17 @@ log = logging.getLogger("inferq.listener")
 POLL_S = 5.0  # an idle connection is checked (PING) this often
 
 
+class Waiter(threading.Event):
+    """Set when the job may have finished; `take_message()` is the finish message, if one came
+    (the job's final record, or its status: jobs.store.published_record reads it)."""
+
+    message: bytes | None = None
+
+    def take_message(self) -> bytes | None:
+        message, self.message = self.message, None
+        return message
+
+
 class FinishListener:
     def __init__(self, redis, idle_exit_s: float = 60.0):
         pool = redis.connection_pool
@@ -33,7 +44,7 @@ class FinishListener:
         self._prefix_len = len(keys.finished("").encode())
         self.idle_exit_s = idle_exit_s
         self._lock = threading.Lock()
-        self._waiting: dict[bytes, list[threading.Event]] = {}  # job id -> its waiters
+        self._waiting: dict[bytes, list[Waiter]] = {}  # job id -> its waiters
         self._last_wait = time.monotonic()
         self._ready = threading.Event()  # set while the subscription is confirmed
         self._thread: threading.Thread | None = None
@@ -41,11 +52,11 @@ class FinishListener:
 
     @contextmanager
     def watch(self, job_id: str, timeout_s: float):
-        """An Event set when `job_id` may have finished. Once inside the block, no finish can be
-        missed: read the job there, then wait on the Event. While the listener is (re)connecting,
-        waits (up to `timeout_s`) until it is subscribed, or fails to connect."""
+        """A Waiter (an Event) set when `job_id` may have finished. Once inside the block, no
+        finish can be missed: read the job there, then wait on the Event. While the listener is
+        (re)connecting, waits (up to `timeout_s`) until it is subscribed, or fails to connect."""
         key = job_id.encode()
-        event = threading.Event()
+        event = Waiter()
         with self._lock:
             self._waiting.setdefault(key, []).append(event)
             if self._thread is None or self._pid != os.getpid():  # none yet, or forked
@@ -128,6 +139,7 @@ class FinishListener:
                 key = reply[2][self._prefix_len:]
                 with self._lock:
                     for event in self._waiting.get(key, ()):
+                        event.message = reply[3]
                         event.set()
             elif kind == b"psubscribe":
                 self._ready.set()

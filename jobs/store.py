@@ -100,6 +100,9 @@ end
 return out
 """
 
+# A finished job's record is published with its finish message up to this size (JSON).
+RECORD_IN_MESSAGE_MAX = 16384
+
 # One call per batch: record each input's result, then ack and delete the batch's stream entries,
 # in one atomic step. KEYS: due, stream, then for each result: job, finished channel,
 # deliveries, started delivery, completed delivery.
@@ -107,7 +110,7 @@ return out
 # failed (0/1), error; then the stream entry ids to ack.
 # Returns for each result: -1 job gone, 0 duplicate or job already final, 1 recorded,
 # 2 recorded and job finished.
-_FINISH = _SCHEDULE_WEBHOOK + """
+_FINISH = _SCHEDULE_WEBHOOK + f"local RECORD_IN_MESSAGE_MAX = {RECORD_IN_MESSAGE_MAX}\n" + """
 local function finish(job, channel, list, started, completed, idx, payload, failed, err, now,
                       ttl, dttl)
   local st = redis.call('HGET', job, 'status')
@@ -140,7 +143,11 @@ local function finish(job, channel, list, started, completed, idx, payload, fail
   redis.call('HSET', job, 'status', status, 'completed_at', now)
   redis.call('EXPIRE', job, ttl)
   schedule_webhook(job, list, completed, KEYS[1], 'completed', now, dttl)
-  redis.call('PUBLISH', channel, status)
+  -- The final record rides with the message, so a waiter need not read it back; past
+  -- RECORD_IN_MESSAGE_MAX bytes, only the status (every API process receives every message).
+  local record = cjson.encode(redis.call('HGETALL', job))
+  if #record > RECORD_IN_MESSAGE_MAX then record = status end
+  redis.call('PUBLISH', channel, record)
   return 2
 end
 
@@ -212,6 +219,18 @@ class InputResult:
 
 def new_job_id() -> str:
     return secrets.token_urlsafe(16)
+
+
+def published_record(message: bytes | None) -> dict | None:
+    """The job record a finish message carries (a JSON array of fields and values, as HGETALL
+    gives them), or None when it carries only the status."""
+    if not message or not message.startswith(b"["):
+        return None
+    try:
+        flat = json.loads(message)
+    except ValueError:  # not UTF-8 (Lua's cjson passes bytes as they are): read the job instead
+        return None
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _allowed(record: dict | None, allowed) -> dict | None:
@@ -338,7 +357,7 @@ class JobStore:
                 if left <= 0 or not finished.wait(left):
                     break
                 finished.clear()
-                record = self.get(job_id)
+                record = published_record(finished.take_message()) or self.get(job_id)
         return record
 
     def _wait_subscribed(self, job_id: str, deadline: float, allowed) -> dict | None:

@@ -13,6 +13,7 @@ import requests
 from PIL import Image
 
 from jobs import keys
+from jobs.store import published_record
 from tests.procs import (RedisServer, children, start_api, start_webhook_worker, start_worker,
                          wait_for, wait_until_serving)
 
@@ -81,7 +82,8 @@ class FinishCounter:
         job_id = message["channel"].decode()[len(keys.finished("")):]
         with self._lock:
             self.counts[job_id] = self.counts.get(job_id, 0) + 1
-            self.statuses[job_id] = message["data"].decode()
+            record = published_record(message["data"])  # or, for a large one, the status
+            self.statuses[job_id] = record["status"] if record else message["data"].decode()
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

@@ -6,7 +6,7 @@ import redis
 
 from jobs import keys
 from jobs.listener import FinishListener
-from jobs.store import InputResult, JobStore
+from jobs.store import RECORD_IN_MESSAGE_MAX, InputResult, JobStore
 from jobs.streams import StreamConsumer
 from tests.procs import RedisServer, wait_for
 
@@ -84,6 +84,38 @@ def test_a_finish_just_before_the_wait_is_not_missed(r):
         timer = _finish_later(store, job["id"], entry, 0.0)
         assert store.wait(job["id"], timeout_s=10)["status"] == "succeeded"
         timer.join()
+
+
+def _hgetall_calls(r) -> int:
+    return r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+
+
+def test_a_woken_waiter_gets_the_final_record_from_the_message_not_from_a_read():
+    server = RedisServer()  # its own Redis: HGETALL is counted server-wide
+    try:
+        r = server.client
+        store = _store(r)
+        small, _ = store.enqueue("m", [b"a"], fallback_version="1")
+        big, _ = store.enqueue("m", [b"b"], fallback_version="1")
+        entries = {e.job_id: e for e in _entries(r, 2)}
+        # Past RECORD_IN_MESSAGE_MAX, the message carries only the status: the waiter reads.
+        outputs = {small["id"]: OK, big["id"]: {"top_k": [], "metrics": {},
+                                                 "note": "x" * (RECORD_IN_MESSAGE_MAX + 1)}}
+        for job_id, reads_after_wake in ((small["id"], 0), (big["id"], 1)):
+            entry = entries[job_id]
+            timer = threading.Timer(0.3, store.finish, [keys.stream("m", 1), [
+                InputResult(entry.id, job_id, 0, output=outputs[job_id])]])
+            timer.start()
+            before = _hgetall_calls(r)
+            record = store.wait(job_id, timeout_s=10)
+            timer.join()
+            # One read before waiting (the job is still queued), one in the finish script
+            # (Redis counts a script's commands too), then the waiter's own after, if any.
+            assert _hgetall_calls(r) - before == 2 + reads_after_wake
+            assert record == store.get(job_id)
+            assert record["status"] == "succeeded" and record["completed_at"]
+    finally:
+        server.stop()
 
 
 def test_the_listener_stops_when_idle_and_starts_again(r):
