@@ -5,6 +5,7 @@ import binascii
 
 from flask import request
 
+from api import multipart
 from api.errors import ApiError
 from api.images import check_image
 from api.jsonbody import parse_json
@@ -46,7 +47,7 @@ def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
         _check_count(settings, inputs)
         return inputs, _options(body)
     if mimetype == "multipart/form-data":
-        inputs, options = _form(request.form, [f.read() for f in request.files.getlist("image")])
+        inputs, options = _form(*_multipart())
     elif mimetype in RAW_IMAGE_TYPES:
         # No multipart parsing: the body is the image (any accepted format, whatever the
         # subtype says: check_image looks at the bytes).
@@ -65,6 +66,17 @@ def read_request(settings, model_input: dict) -> tuple[list[bytes], dict]:
     for i, data in enumerate(inputs):
         check_image(data, settings.max_image_pixels, f"input {i}")
     return inputs, options
+
+
+def _multipart():
+    """A multipart body's text fields and its 'image' files: split here when it is plain,
+    else by werkzeug (from the same bytes, kept for it)."""
+    parsed = multipart.parse(request.get_data(cache=True), request.mimetype_params.get("boundary"),
+                             request.max_form_parts, request.max_form_memory_size)
+    if parsed is None:
+        return request.form, [f.read() for f in request.files.getlist("image")]
+    fields, files = parsed
+    return fields, files.getlist("image")
 
 
 def _form(fields, images: list[bytes]) -> tuple[list[bytes], dict]:
