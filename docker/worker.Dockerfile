@@ -40,7 +40,7 @@ COPY webhooks ./webhooks
 
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info \
-    && python -c "import celery, redis, PIL, numpy, cv2, tensorflow as tf; print('tensorflow', tf.__version__)"
+    && python -c "import celery, redis, PIL, numpy, cv2, simplejpeg, tensorflow as tf; print('tensorflow', tf.__version__)"
 
 RUN groupadd --gid 10001 inferq \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin inferq

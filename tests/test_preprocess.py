@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.preprocess import DecodeError, decode_image
+from worker import preprocess
+from worker.preprocess import DecodeError, decode_image, jpeg_orientation
 
 
 def encode(im, fmt="PNG", **kw) -> bytes:
@@ -65,3 +66,57 @@ def test_animated_gif_uses_the_first_frame():
 def test_undecodable_or_refused_input_raises_decode_error(data):
     with pytest.raises(DecodeError):
         decode_image(data, (8, 8))
+
+
+def _photo(width, height) -> Image.Image:
+    """Smooth gradients with noise: a photo's kind of content, at any size."""
+    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
+    noise = np.random.default_rng(width * height).integers(0, 40, (height, width, 3))
+    arr = np.stack([x, y, 255 - x], axis=-1) * 0.8 + noise
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+def _pillow_only(data, size, mode):
+    saved, preprocess._plain_jpeg = preprocess._plain_jpeg, lambda *a: None
+    try:
+        return decode_image(data, size, mode)
+    finally:
+        preprocess._plain_jpeg = saved
+
+
+@pytest.mark.parametrize("width,height", [(640, 480), (800, 800), (3000, 2000), (451, 999),
+                                          (100, 80)])
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "444", "gray"])
+def test_plain_jpegs_take_the_one_call_path_and_give_pillows_pixels(width, height, kind):
+    im = _photo(width, height)
+    if kind == "gray":
+        im = im.convert("L")
+    data = encode(im, "JPEG", quality=85, progressive=kind == "progressive",
+                  subsampling=0 if kind == "444" else -1)
+    for size in ((224, 224), (96, 128)):
+        for mode, channels in (("rgb", 3), ("grayscale", 1)):
+            fast = preprocess._plain_jpeg(data, size, channels)
+            assert fast is not None  # the fast path took it
+            assert np.array_equal(fast, _pillow_only(data, size, mode))
+            assert np.array_equal(decode_image(data, size, mode), fast)
+
+
+def test_turned_cmyk_or_damaged_jpegs_go_to_pillow():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = encode(_photo(64, 32), "JPEG", exif=exif)
+    assert jpeg_orientation(turned) == 6 and preprocess._plain_jpeg(turned, (8, 8), 3) is None
+    exif[0x0112] = 1
+    upright = encode(_photo(64, 32), "JPEG", exif=exif)
+    assert jpeg_orientation(upright) == 1 and preprocess._plain_jpeg(upright, (8, 8), 3) is not None
+    cmyk = encode(Image.new("CMYK", (16, 16), (0, 255, 0, 0)), "JPEG")
+    assert preprocess._plain_jpeg(cmyk, (8, 8), 3) is None
+    assert decode_image(cmyk, (8, 8)).shape == (8, 8, 3)
+    whole = encode(_photo(64, 64), "JPEG")
+    broken = bytearray(whole)
+    at = broken.index(b"\xff\xc4")
+    broken[at + 5:at + 7] = b"\xff\xff"  # a Huffman table counting more codes than fit
+    for damaged in (bytes(broken), whole[:len(whole) // 2]):  # and a truncated one
+        assert preprocess._plain_jpeg(damaged, (8, 8), 3) is None
+        with pytest.raises(DecodeError):
+            decode_image(damaged, (8, 8))
