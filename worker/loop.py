@@ -5,6 +5,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
 
 import redis as redis_lib
 
@@ -37,9 +38,14 @@ class Decoded:
     than one task per input: each task costs a lock, a queue and a thread wake-up."""
 
     def __init__(self, pool, decode, datas: list, chunks: int):
+        """`pool` None: decoded here and now."""
         size = max(1, -(-len(datas) // max(1, chunks)))
-        self._futures = [pool.submit(_decode_all, decode, datas[i:i + size])
-                         for i in range(0, len(datas), size)]
+        if pool is None:
+            self._futures = [Future()]
+            self._futures[0].set_result(_decode_all(decode, datas))
+        else:
+            self._futures = [pool.submit(_decode_all, decode, datas[i:i + size])
+                             for i in range(0, len(datas), size)]
         self._keep = None
 
     def only(self, indices: list[int]) -> "Decoded":
@@ -180,10 +186,18 @@ class ModelLoop:
         if not batch:
             return [], None
         # Decoding overlaps the round trip that starts the jobs.
-        decoded = Decoded(self.decode_pool, self._decode, [e.data for e in batch],
-                          self.settings.decode_threads)
-        started = self._retry(self.store.start, [e.job_id for e in batch],
-                              str(self.spec.version))
+        job_ids, version = [e.job_id for e in batch], str(self.spec.version)
+        if len(batch) == 1:
+            # A lone input (an idle worker) is decoded in this thread, at once, while a pool
+            # thread makes the round trip: handing the decode over would add a thread
+            # wake-up to its latency, which the round trip hides.
+            starting = self.decode_pool.submit(self._retry, self.store.start, job_ids, version)
+            decoded = Decoded(None, self._decode, [batch[0].data], 1)
+            started = starting.result()
+        else:
+            decoded = Decoded(self.decode_pool, self._decode, [e.data for e in batch],
+                              self.settings.decode_threads)
+            started = self._retry(self.store.start, job_ids, version)
         if started is None:  # stopping: the inputs stay pending, for another worker
             return [], None
         keep = [i for i, e in enumerate(batch) if started[e.job_id][0] == RUNNING]
