@@ -3,11 +3,16 @@ of max_batch_size, cast and normalised inside the graph (what worker/predictor.p
 queue, HTTP or decoding around it. Also its single-image latency.
 
 python -m bench.ceiling --model-file F --size S --batch 32 --batches N --rounds R --single M
-Prints one JSON line."""
+Prints one JSON line.
+
+python -m bench.ceiling --serve --model-file F --size S
+Prints a JSON line when ready, then for each line read on stdin calls the model on one image and
+prints that call's latency (ms): the idle run calls it between its jobs."""
 import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 from bench.common import machine_cpu_s
@@ -30,6 +35,7 @@ def main():
     ap.add_argument("--single", type=int, default=200)
     ap.add_argument("--max-rounds", type=int, default=15)
     ap.add_argument("--clean-cores", type=float, default=0.15)
+    ap.add_argument("--serve", action="store_true")
     a = ap.parse_args()
 
     import numpy as np
@@ -47,6 +53,13 @@ def main():
     for _ in range(3):  # trace and warm both shapes
         np.asarray(run(batch))
         np.asarray(run(one))
+    if a.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        for _ in sys.stdin:
+            t = time.perf_counter()
+            np.asarray(run(one))
+            print(f"{(time.perf_counter() - t) * 1000:.3f}", flush=True)
+        return
 
     # Rounds during which other processes kept the machine busy are measured again (up to
     # --max-rounds), so a shared machine does not lower the ceiling unnoticed.

@@ -11,6 +11,8 @@ Modes (each client repeats its cycle until --end-at, then finishes the cycle it 
 python -m bench.loadgen --mode e2e --port P --model M --clients C --images DIR
                         --start-at T0 --end-at T1     (CLOCK_MONOTONIC seconds)
    or   --jobs N --warmup W   (one client: N timed cycles after W untimed ones)
+        [--in-process MODEL_FILE --size S]   (and after each cycle, the same model called
+                                              in-process on one image: bench.ceiling --serve)
 Writes one JSON line: per cycle [start, end, batch_size] (monotonic seconds), errors."""
 import argparse
 import asyncio
@@ -18,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -108,6 +111,29 @@ class BlockingConn(Conn):
         super().close()
 
 
+class InProcess:
+    """The model called in a process of its own (bench.ceiling --serve), once after each of the
+    idle run's jobs: its one-image latency measured in the same minutes as the jobs, as a
+    shared VM's speed drifts by tens of percent within minutes."""
+
+    def __init__(self, model_file: str, size: int):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.ceiling", "--serve", "--model-file", model_file,
+             "--size", str(size), "--batch", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True)
+        if not self.proc.stdout.readline():
+            raise HttpError("bench.ceiling --serve did not start")
+
+    def call(self) -> float:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
 def parse_head(raw: bytes) -> tuple[int, int, bool]:
     """An HTTP response head: (status, Content-Length, whether the server closes)."""
     length, close = 0, False
@@ -180,10 +206,14 @@ async def main_async(a):
     files = sorted(Path(a.images).iterdir()) if Path(a.images).is_dir() else [Path(a.images)]
     bodies = [multipart(f.read_bytes(), "image" + f.suffix) for f in files]
     errors: list[str] = []
+    in_process_ms: list[float] = []
     if a.jobs:  # one client, sequential: latency when idle
         client = Client(a, bodies, errors, BlockingConn)
+        model = InProcess(a.in_process, a.size) if a.in_process else None
         for i in range(a.warmup):
             await client.cycle(i)
+            if model:
+                model.call()
         client.records.clear()
         client.stages.clear()
         for i in range(a.jobs):
@@ -192,7 +222,11 @@ async def main_async(a):
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{type(exc).__name__}: {exc}"[:400])
                 client.conn.close()
+            if model:
+                in_process_ms.append(model.call())
         client.conn.close()
+        if model:
+            model.close()
         records, stages = client.records, client.stages
     else:
         stages = []
@@ -205,9 +239,11 @@ async def main_async(a):
         records = [r for c in clients for r in c.records]
     cpu = os.times()
     print(json.dumps({"records": [[round(s, 4), round(e, 4), b] for s, e, b in records],
-                      "stages": [list(x) for x in stages], "errors": len(errors),
+                      "stages": [list(x) for x in stages], "in_process_ms": in_process_ms,
+                      "errors": len(errors),
                       "error_samples": errors[:5],
-                      "cpu_s": cpu.user + cpu.system}))
+                      # with the processes it started and waited for (bench.ceiling --serve)
+                      "cpu_s": cpu.user + cpu.system + cpu.children_user + cpu.children_system}))
 
 
 def main():
@@ -222,6 +258,8 @@ def main():
     ap.add_argument("--end-at", type=float, default=0.0)
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--in-process", default="", help="a .keras file (with --jobs)")
+    ap.add_argument("--size", type=int, default=224)
     a = ap.parse_args()
     asyncio.run(main_async(a))
     sys.stdout.flush()

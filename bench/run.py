@@ -222,19 +222,17 @@ def pct(values, q):
 
 
 # -- phases ---------------------------------------------------------------------------------
-def phase_ceiling(p: dict, repo: Path, title: str = "", single_only: bool = False
-                  ) -> dict:
-    """Run 1. Measured again after run 2 and after run 3 (`title`; `single_only`: one image's
-    latency alone): a shared VM's speed drifts by tens of percent within minutes, so each ratio
-    uses the ceiling measured on either side of the run it divides."""
+def phase_ceiling(p: dict, repo: Path, title: str = "") -> dict:
+    """Run 1. Measured again after run 2 (`title`): a shared VM's speed drifts by tens of
+    percent within minutes, so run 2 is set against the ceiling measured on either side of it.
+    (Run 3 measures the model's one-image latency between its own jobs.)"""
     say(title or "1. ceiling: the model in-process through a tf.function, batches of "
         f"{MAX_BATCH_SIZE}")
     quiet = wait_quiet(p["quiet_wait_s"], "the ceiling")
     t0, b0 = os.times(), CpuMeter({}).snapshot()
-    rounds = 0 if single_only else p["ceiling_rounds"]
     res = run_json(["bench.ceiling", "--model-file", str(repo / p["model"] / "1" / "model.keras"),
                     "--size", str(p["size"]), "--batch", str(MAX_BATCH_SIZE),
-                    "--batches", str(p["ceiling_batches"]), "--rounds", str(rounds),
+                    "--batches", str(p["ceiling_batches"]), "--rounds", str(p["ceiling_rounds"]),
                     "--single", str(p["single_calls"]),
                     "--max-rounds", str(p["ceiling_rounds"] * p["retries"]),
                     "--clean-cores", str(CLEAN_CORES)], timeout=1800)
@@ -243,9 +241,8 @@ def phase_ceiling(p: dict, repo: Path, title: str = "", single_only: bool = Fals
     own = (t1.children_user + t1.children_system) - (t0.children_user + t0.children_system)
     res["other_cores"] = round(max(0.0, b1["_busy"] - b0["_busy"] - own) / wall, 2)
     res["busy_before"] = quiet
-    if not single_only:
-        say(f"   {res['img_s']:.1f} images/s (rounds {res['img_s_rounds']}), "
-            f"{res['cores_busy']} cores busy")
+    say(f"   {res['img_s']:.1f} images/s (rounds {res['img_s_rounds']}), "
+        f"{res['cores_busy']} cores busy")
     say(f"   single image p50 {res['single_ms_p50']} ms")
     return res
 
@@ -274,20 +271,29 @@ def phase_e2e(p, stack, redis_pid, api, port, worker, images) -> dict:
     return out
 
 
-def phase_idle(p, stack, port, images, model, roots: dict) -> dict:
-    say(f"3. idle latency: one client, {p['idle_jobs']} jobs (submit + long-poll)")
+def phase_idle(p, stack, port, images, repo: Path, roots: dict) -> dict:
+    """One client, one job at a time. After each job the same model is called in-process on
+    one image (in a process of its own, idle in between as the worker is): each job is set
+    against the model's one-image latency measured in the same minutes."""
+    say(f"3. idle latency: one client, {p['idle_jobs']} jobs (submit + long-poll), each "
+        "followed by one in-process call of the model")
+    model = p["model"]
     quiet = wait_quiet(p["quiet_wait_s"], "the idle-latency run")
     attempts = []
     for _ in range(p["retries"]):
         proc = loadgen(["--mode", "e2e", "--port", str(port), "--model", model, "--images",
                         str(images), "--jobs", str(p["idle_jobs"]),
-                        "--warmup", str(p["idle_warmup"])])
+                        "--warmup", str(p["idle_warmup"]),
+                        "--in-process", str(repo / model / "1" / "model.keras"),
+                        "--size", str(p["size"])])
         stack.add("loadgen", lambda: (proc.poll() is None and proc.kill(), proc.wait()))
-        meter = CpuMeter({**roots, "loadgen": proc.pid})
+        meter = CpuMeter(roots)
         a, t0 = meter.snapshot(), time.monotonic()
         result = loadgen_result(proc, 600)
         stack.stop("loadgen")
-        other = CpuMeter.delta(a, meter.snapshot())["other"] / (time.monotonic() - t0)
+        # The load generator has exited: its CPU (and its in-process model's) is what it said.
+        other = max(0.0, CpuMeter.delta(a, meter.snapshot())["other"] - result["cpu_s"]) / (
+            time.monotonic() - t0)
         attempts.append((other, result))
         if other < CLEAN_CORES:
             break
@@ -300,13 +306,17 @@ def phase_idle(p, stack, port, images, model, roots: dict) -> dict:
     # overhead over 1's one image, measured minutes apart, it does not move with the machine's
     # speed (on a shared VM, the same model's time drifts by 20% within a run).
     outside = [l - s[6] for l, s in zip(lat, result["stages"])] if result["stages"] else []
+    single = result["in_process_ms"]
     out = {"p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
+           "single_ms_p50": round(pct(single, 0.5), 2),
+           "single_ms_p99": round(pct(single, 0.99), 2),
            "outside_model_ms_p50": round(pct(outside, 0.5), 2) if outside else None,
            "outside_model_ms_p99": round(pct(outside, 0.99), 2) if outside else None,
            "jobs": len(lat), "stages_ms_p50": idle_stages(result["stages"]),
            "other_cores": round(other, 2), "contended": other >= CLEAN_CORES,
            "attempts": len(attempts), "busy_before": quiet}
-    say(f"   p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms")
+    say(f"   p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms; the model in-process between "
+        f"them: one image p50 {out['single_ms_p50']} ms")
     return out
 
 
@@ -544,9 +554,8 @@ def main(argv=None) -> int:
         e2e = phase_e2e(p, stack, rserver.proc.pid, api, port, worker, images)
         e2e["api_rss_mb_after"] = api_rss(api.pid)
         again = phase_ceiling(p, repo, "1 again, after run 2 (the worker and the API idle)")
-        idle = phase_idle(p, stack, port, images, p["model"],
+        idle = phase_idle(p, stack, port, images, repo,
                           {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
-        after = phase_ceiling(p, repo, "1's one image again, after run 3", single_only=True)
         stack.stop("worker")
         api_alone = phase_api(p, stack, rserver.proc.pid, api, port, small)
         api_alone["rss_mb_at_start"] = rss_start
@@ -567,7 +576,7 @@ def main(argv=None) -> int:
         stack.stop_all()
         return 1
 
-    out.update(report.summarise([ceiling, again, after], e2e, idle, null, naive, api_alone,
+    out.update(report.summarise([ceiling, again], e2e, idle, null, naive, api_alone,
                                 p))
     out["duration_s"] = round(time.monotonic() - started)
     name = "quick" if a.quick else "latest"
