@@ -522,3 +522,38 @@ def test_raw_and_multipart_submits_of_one_image_are_the_same_request(client, r):
     assert raw.status_code == form.status_code == 202
     assert form.get_json()["id"] == raw.get_json()["id"]
     assert form.headers["Idempotent-Replayed"] == "true"
+
+
+def _jpeg_with_tables() -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 24), (90, 160, 30)).save(buf, "JPEG", quality=80,
+                                                    restart_marker_blocks=2)
+    return buf.getvalue()
+
+
+JPEG = _jpeg_with_tables()
+SCAN = JPEG.index(b"\xff\xda")
+
+
+@CHECKS
+@given(at=st.integers(2, SCAN + 12), change=st.binary(min_size=1, max_size=4),
+       replace=st.booleans())
+def test_the_api_reads_a_jpeg_header_as_pillow_does_or_leaves_it_to_pillow(at, change,
+                                                                             replace):
+    """The submit path reads plain JPEG headers itself (api.images._plain_jpeg_frame), not with
+    Pillow. On headers damaged anywhere before the first scan, it either reads the same size
+    Pillow reads from a file Pillow opens, or declines, and then Pillow judges the file."""
+    from PIL import Image
+    from api.images import _plain_jpeg_frame
+    data = JPEG[:at] + change + JPEG[at + (len(change) if replace else 0):]
+    frame = _plain_jpeg_frame(data)
+    if frame is not None:
+        im = Image.open(io.BytesIO(data), formats=["JPEG"])
+        assert frame[:2] == im.size
+        assert frame[2] <= len(data)
+
+
+def test_a_plain_jpeg_header_is_read_without_pillow():
+    from api.images import _plain_jpeg_frame
+    assert _plain_jpeg_frame(JPEG)[:2] == (40, 24)
