@@ -36,6 +36,8 @@ class ModelSpec:
     buckets: tuple[int, ...] = ()  # padded batch sizes; empty: powers of two
     custom_objects: str = ""  # "module:attribute", a dict of custom layers/functions
     input_name: str = "input"  # what the standard protocols call the input
+    jit_compile: bool = False  # compile the model function with XLA
+    mixed_precision: bool = False  # float16 compute on a GPU (Keras models)
     fingerprint: str = ""  # changes when the config or the model files change
 
     @property
@@ -192,6 +194,11 @@ def _spec(name, version, path, config, model_dir, default_max_batch_size, finger
                                     else "input")}
     if not (isinstance(common["input_name"], str) and NAME_RE.match(common["input_name"])):
         raise ModelConfigError(f"model {name!r}: input.name must be a plain name")
+    for key in ("jit_compile", "mixed_precision"):
+        common[key] = config.get(key, False)
+        if not isinstance(common[key], bool):
+            raise ModelConfigError(f"model {name!r}: {key} must be true or false, "
+                                   f"got {common[key]!r}")
     buckets = config.get("buckets", [])
     if not isinstance(buckets, list):
         raise ModelConfigError(f"model {name!r}: buckets must be a list of batch sizes")

@@ -35,6 +35,10 @@ def _normalise(tf, x, mode: str, channels: int):
     return x
 
 
+def describe_error(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def _custom_objects(ref: str) -> dict:
     if not ref:
         return {}
@@ -72,10 +76,13 @@ class Predictor:
         self.spec = spec
         self.device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
         call, self._owner = _load(tf, spec)  # _owner keeps the model alive
+        self.precision = "float32"
+        if spec.mixed_precision:
+            call = self._mixed(tf, call)
         image = spec.kind == "image"
         mode, channels = spec.preprocessing, spec.channels
 
-        @tf.function
+        @tf.function(jit_compile=spec.jit_compile)
         def run(x):
             x = _normalise(tf, x, mode, channels) if image else tf.cast(x, tf.float32)
             out = call(x)
@@ -83,19 +90,40 @@ class Predictor:
                 out = out[sorted(out)[0]]
             elif isinstance(out, (list, tuple)):
                 out = out[0]
-            return out
+            return tf.cast(out, tf.float32) if out.dtype == tf.float16 else out  # mixed
 
         self._run = run
         self.buckets = list(spec.buckets) or buckets(spec.max_batch_size)
         self.input_dtype = np.uint8 if image else np.dtype(spec.dtype)
+
+    def _mixed(self, tf, call):
+        """The model rebuilt with float16 compute and float32 weights (Keras' mixed_float16),
+        on a GPU only: on a CPU float16 is slower, not faster. A model that cannot be rebuilt
+        (a SavedModel, a subclassed model) keeps float32, with a warning."""
+        name = f"model {self.spec.name} v{self.spec.version}"
+        if self.device != "GPU":
+            log.warning("%s: mixed_precision applies on a GPU; serving float32 on the CPU", name)
+            return call
+        model = self._owner
+        try:
+            mixed = tf.keras.models.clone_model(model, clone_function=lambda layer: (
+                layer.__class__.from_config({**layer.get_config(), "dtype": "mixed_float16"})))
+            mixed.set_weights(model.get_weights())
+        except Exception as exc:  # SavedModels and subclassed models cannot be cloned
+            log.warning("%s: mixed_precision is not possible (%s); serving float32", name,
+                        describe_error(exc))
+            return call
+        self._owner, self.precision = mixed, "mixed_float16"
+        return lambda x: mixed(x, training=False)
 
     def warm_up(self):
         """Trace and run every bucket once, so no request pays for a trace."""
         for size in self.buckets:
             out = self._run(np.zeros((size,) + self.spec.input_shape, dtype=self.input_dtype))
         self.output_shape = list(out.shape[1:])  # one input's output, for protocol metadata
-        log.info("model %s v%d warm on %s for batch sizes %s", self.spec.name, self.spec.version,
-                 self.device, self.buckets)
+        log.info("model %s v%d warm on %s (%s%s) for batch sizes %s", self.spec.name,
+                 self.spec.version, self.device, self.precision,
+                 ", XLA" if self.spec.jit_compile else "", self.buckets)
 
     def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """One output row per input."""
