@@ -5,9 +5,10 @@ queue, HTTP or decoding around it. Also its single-image latency.
 python -m bench.ceiling --model-file F --size S --batch 32 --batches N --rounds R --single M
 Prints one JSON line.
 
-python -m bench.ceiling --serve --model-file F --size S
-Prints a JSON line when ready, then for each line read on stdin calls the model on one image and
-prints that call's latency (ms): the idle run calls it between its jobs."""
+python -m bench.ceiling --serve --model-file F --size S [--batch 32]
+Prints a JSON line when ready, then for each line read on stdin: an empty line calls the model on
+one image and prints that call's latency (ms); "batches N" runs N batches and prints images/s.
+Runs 2 and 3 call it between their windows and jobs."""
 import argparse
 import json
 import os
@@ -55,10 +56,14 @@ def main():
         np.asarray(run(one))
     if a.serve:
         print(json.dumps({"ready": True}), flush=True)
-        for _ in sys.stdin:
-            t = time.perf_counter()
-            np.asarray(run(one))
-            print(f"{(time.perf_counter() - t) * 1000:.3f}", flush=True)
+        for line in sys.stdin:
+            n, t = int(line.split()[1]) if line.startswith("batches") else 0, time.perf_counter()
+            for _ in range(n):
+                np.asarray(run(batch))
+            if not n:
+                np.asarray(run(one))
+            wall = time.perf_counter() - t
+            print(f"{n * a.batch / wall:.3f}" if n else f"{wall * 1000:.3f}", flush=True)
         return
 
     # Rounds during which other processes kept the machine busy are measured again (up to

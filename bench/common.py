@@ -22,7 +22,7 @@ PROFILES = {
     "full": {
         "model": "mobilenet_v2", "alpha": 1.0, "size": 224,
         "ceiling_batches": 8, "ceiling_rounds": 5, "single_calls": 200,
-        "clients": 128, "e2e_warmup_s": 15, "e2e_window_s": 20, "e2e_windows": 3,
+        "clients": 128, "e2e_warmup_s": 15, "e2e_window_s": 20, "e2e_windows": 3, "e2e_ramp_s": 3,
         "idle_jobs": 300, "idle_warmup": 20,
         "null_jobs": 20000, "null_rounds": 3,
         "naive_warmup_s": 15, "naive_window_s": 20, "naive_windows": 3,
@@ -32,7 +32,7 @@ PROFILES = {
     "quick": {
         "model": "mobilenet_v2_035_96", "alpha": 0.35, "size": 96,
         "ceiling_batches": 4, "ceiling_rounds": 3, "single_calls": 30,
-        "clients": 96, "e2e_warmup_s": 3, "e2e_window_s": 3, "e2e_windows": 2,
+        "clients": 96, "e2e_warmup_s": 3, "e2e_window_s": 3, "e2e_windows": 2, "e2e_ramp_s": 1,
         "idle_jobs": 30, "idle_warmup": 5,
         "null_jobs": 2000, "null_rounds": 1,
         "naive_warmup_s": 3, "naive_window_s": 3, "naive_windows": 1,

@@ -114,22 +114,30 @@ class BlockingConn(Conn):
 
 
 class InProcess:
-    """The model called in a process of its own (bench.ceiling --serve), once after each of the
-    idle run's jobs: its one-image latency measured in the same minutes as the jobs, as a
-    shared VM's speed drifts by tens of percent within minutes."""
+    """The model called in a process of its own (bench.ceiling --serve), between the idle run's
+    jobs and between run 2's windows: measured in the same minutes as inferq, as a shared VM's
+    speed drifts by tens of percent within minutes."""
 
-    def __init__(self, model_file: str, size: int):
+    def __init__(self, model_file: str, size: int, batch: int = 1):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.ceiling", "--serve", "--model-file", model_file,
-             "--size", str(size), "--batch", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True)
+             "--size", str(size), "--batch", str(batch)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
         if not self.proc.stdout.readline():
             raise HttpError("bench.ceiling --serve did not start")
 
-    def call(self) -> float:
-        self.proc.stdin.write("\n")
+    def _ask(self, line: str) -> float:
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         return float(self.proc.stdout.readline())
+
+    def call(self) -> float:
+        """One image through the model: ms."""
+        return self._ask("")
+
+    def batches(self, n: int) -> float:
+        """`n` batches through the model: images/s."""
+        return self._ask(f"batches {n}")
 
     def close(self):
         self.proc.stdin.close()

@@ -20,6 +20,8 @@ from pathlib import Path
 import redis
 
 from bench import report
+from bench.loadgen import InProcess
+from jobs import keys
 from jobs.settings import load_settings
 from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
                           busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
@@ -158,39 +160,52 @@ def loadgen_result(proc: subprocess.Popen, timeout_s: float) -> dict:
 
 def closed_loop(stack: Stack, mode: str, port: int, clients: int, images: Path, roots: dict,
                 warmup_s: float, window_s: float, windows: int, retries: int,
-                model: str = "") -> dict:
+                model: str = "", between=None, ramp_s: float = 0.0) -> dict:
     """Run `clients` closed-loop clients; after `warmup_s`, count completions and CPU per
     process tree in windows of `window_s` until `windows` of them were clean (other processes
     kept less than CLEAN_CORES busy), or `windows * retries` windows passed. Returns the rates
-    and cycles of the windows used, CPU seconds per process tree over them, and every window."""
+    and cycles of the windows used, CPU seconds per process tree over them, and every window.
+    `between`: called after each window but the last with the clients stopped (SIGSTOP);
+    they go on `ramp_s` before the next window starts."""
     start_at = time.monotonic() + 1.5
     hard_end = start_at + warmup_s + windows * retries * window_s
+    if between:
+        hard_end += windows * retries * 600  # pauses; the clients are stopped at the end anyway
     proc = loadgen(["--mode", mode, "--port", str(port), "--model", model, "--clients",
                     str(clients), "--images", str(images), "--start-at", repr(start_at),
                     "--end-at", repr(hard_end)])
     stack.add("loadgen", lambda: (proc.poll() is None and proc.kill(), proc.wait()))
     meter = CpuMeter({**roots, "loadgen": proc.pid})
-    bound = start_at + warmup_s
-    time.sleep(max(0.0, bound - time.monotonic()))
-    bounds, snaps, deltas = [bound], [meter.snapshot()], []
+    start = start_at + warmup_s
+    time.sleep(max(0.0, start - time.monotonic()))
+    snap, spans, deltas = meter.snapshot(), [], []
     while len(deltas) < windows * retries:
         if proc.poll() is not None:
             break  # the load generator ended early: its result says why
-        bound += window_s
-        time.sleep(max(0.0, bound - time.monotonic()))
-        snaps.append(meter.snapshot())
-        bounds.append(bound)
-        deltas.append(CpuMeter.delta(snaps[-2], snaps[-1]))
+        end = start + window_s
+        time.sleep(max(0.0, end - time.monotonic()))
+        after = meter.snapshot()
+        spans.append((start, end))
+        deltas.append(CpuMeter.delta(snap, after))
         if sum(d["other"] / window_s < CLEAN_CORES for d in deltas) >= windows:
             break
+        start, snap = end, after
+        if between:
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                between()
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(ramp_s)
+            start, snap = time.monotonic(), meter.snapshot()
     if proc.poll() is None:
         proc.send_signal(signal.SIGUSR1)  # stop: each client ends the cycle it is in
     result = loadgen_result(proc, WAIT_S + 90)
     stack.stop("loadgen")
     records = result["records"]
     all_windows = []
-    for i, d in enumerate(deltas):
-        recs = [r for r in records if bounds[i] <= r[1] < bounds[i + 1]]
+    for (start, end), d in zip(spans, deltas):
+        recs = [r for r in records if start <= r[1] < end]
         all_windows.append({"rate": len(recs) / window_s,
                             "other_cores": round(d["other"] / window_s, 2),
                             "clean": d["other"] / window_s < CLEAN_CORES, "records": recs,
@@ -207,7 +222,8 @@ def closed_loop(stack: Stack, mode: str, port: int, clients: int, images: Path, 
     return {"rates": [w["rate"] for w in used], "records": measured, "cpu_s": cpu,
             "span_s": window_s * len(used), "contended": not all(w["clean"] for w in used),
             "windows": [{"rate": round(w["rate"], 2), "other_cores": w["other_cores"],
-                         "used": any(w is u for u in used)} for w in all_windows]}
+                         "used": any(w is u for u in used)} for w in all_windows],
+            "used": [i for i, w in enumerate(all_windows) if any(w is u for u in used)]}
 
 
 def cpu_table(cpu_s: dict, span_s: float, n: int) -> dict:
@@ -222,12 +238,11 @@ def pct(values, q):
 
 
 # -- phases ---------------------------------------------------------------------------------
-def phase_ceiling(p: dict, repo: Path, title: str = "") -> dict:
-    """Run 1. Measured again after run 2 (`title`): a shared VM's speed drifts by tens of
-    percent within minutes, so run 2 is set against the ceiling measured on either side of it.
-    (Run 3 measures the model's one-image latency between its own jobs.)"""
-    say(title or "1. ceiling: the model in-process through a tf.function, batches of "
-        f"{MAX_BATCH_SIZE}")
+def phase_ceiling(p: dict, repo: Path) -> dict:
+    """Run 1 on its own. A shared VM's speed drifts by tens of percent within minutes, so runs
+    2 and 3 measure the model in-process again, between their own windows and jobs, and are
+    set against that."""
+    say(f"1. ceiling: the model in-process through a tf.function, batches of {MAX_BATCH_SIZE}")
     quiet = wait_quiet(p["quiet_wait_s"], "the ceiling")
     t0, b0 = os.times(), CpuMeter({}).snapshot()
     res = run_json(["bench.ceiling", "--model-file", str(repo / p["model"] / "1" / "model.keras"),
@@ -247,14 +262,35 @@ def phase_ceiling(p: dict, repo: Path, title: str = "") -> dict:
     return res
 
 
-def phase_e2e(p, stack, redis_pid, api, port, worker, images) -> dict:
+def phase_e2e(p, stack, rserver, api, port, worker, images, repo: Path) -> dict:
+    """Closed-loop clients through inferq. Between windows the clients are stopped, the worker
+    drains its stream, and the model runs batches in-process (run 1 again): each window is
+    divided by the mean of the in-process rounds on either side of it, minutes or seconds
+    apart, not a quarter of an hour."""
     say(f"2. inferq end to end: {p['clients']} closed-loop clients (submit, then long-poll), "
-        f"{p['e2e_windows']} x {p['e2e_window_s']} s after {p['e2e_warmup_s']} s warm-up")
+        f"{p['e2e_windows']} x {p['e2e_window_s']} s after {p['e2e_warmup_s']} s warm-up; "
+        f"between windows the model in-process, {p['ceiling_batches']} batches")
+    model_file = str(repo / p["model"] / "1" / "model.keras")
+    server = InProcess(model_file, p["size"], MAX_BATCH_SIZE)
+    stack.add("ceiling-server", server.close)
+    stream = keys.stream(p["model"], 1)
+
+    def ceiling_round() -> float:
+        drained(rserver.client, stream)
+        return server.batches(p["ceiling_batches"])
+
     quiet = wait_quiet(p["quiet_wait_s"], "the end-to-end run")
+    rounds = [ceiling_round()]
     run = closed_loop(stack, "e2e", port, p["clients"], images,
-                      {"worker": worker.pid, "api": api.pid, "redis": redis_pid},
+                      {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid},
                       p["e2e_warmup_s"], p["e2e_window_s"], p["e2e_windows"], p["retries"],
-                      p["model"])
+                      p["model"], between=lambda: rounds.append(ceiling_round()),
+                      ramp_s=p["e2e_ramp_s"])
+    rounds.append(ceiling_round())
+    stack.stop("ceiling-server")
+    # Window i lies between rounds i and i + 1.
+    ceilings = [(rounds[i] + rounds[i + 1]) / 2 for i in run["used"]]
+    ratios = [run["windows"][i]["rate"] / c for i, c in zip(run["used"], ceilings)]
     recs = run["records"]
     batches = [r[2] for r in recs]
     mean_batch = statistics.fmean(batches)
@@ -262,13 +298,26 @@ def phase_e2e(p, stack, redis_pid, api, port, worker, images) -> dict:
     mean_per_batch = len(batches) / sum(1 / b for b in batches)
     lat = [(r[1] - r[0]) * 1000 for r in recs]
     out = {"img_s": statistics.median(run["rates"]), "img_s_windows": run["rates"],
+           "ratio": statistics.median(ratios), "ratios": [round(r, 3) for r in ratios],
+           "ceiling_img_s": statistics.fmean(ceilings),
+           "ceiling_rounds": [round(r, 2) for r in rounds],
            "jobs": len(recs), "mean_batch": mean_batch, "mean_batch_per_batch": mean_per_batch,
            "latency_ms_p50": round(pct(lat, 0.5), 1), "latency_ms_p99": round(pct(lat, 0.99), 1),
            "cpu": cpu_table(run["cpu_s"], run["span_s"], len(recs)), "busy_before": quiet,
            "contended": run["contended"], "windows": run["windows"]}
     say(f"   {out['img_s']:.1f} images/s (windows {[round(r, 1) for r in run['rates']]}), "
-        f"mean batch {mean_batch:.1f}")
+        f"mean batch {mean_batch:.1f}; in-process rounds {out['ceiling_rounds']}: ratio "
+        f"{out['ratio']:.3f}")
     return out
+
+
+def drained(r: redis.Redis, stream: str, timeout_s: float = 300):
+    """Wait until the worker has finished every input of `stream` (finished ones are deleted)."""
+    deadline = time.monotonic() + timeout_s
+    while r.xlen(stream):
+        if time.monotonic() > deadline:
+            raise Failure(f"the worker left {r.xlen(stream)} inputs in {stream}")
+        time.sleep(0.05)
 
 
 def phase_idle(p, stack, port, images, repo: Path, roots: dict) -> dict:
@@ -551,9 +600,8 @@ def main(argv=None) -> int:
                               max_backlog=10 ** 7, **api_settings)
         rss_start = api_rss(api.pid)
         worker = start_bench_worker(stack, rserver.url, p["model"], repo, "worker")
-        e2e = phase_e2e(p, stack, rserver.proc.pid, api, port, worker, images)
+        e2e = phase_e2e(p, stack, rserver, api, port, worker, images, repo)
         e2e["api_rss_mb_after"] = api_rss(api.pid)
-        again = phase_ceiling(p, repo, "1 again, after run 2 (the worker and the API idle)")
         idle = phase_idle(p, stack, port, images, repo,
                           {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
         stack.stop("worker")
@@ -576,7 +624,7 @@ def main(argv=None) -> int:
         stack.stop_all()
         return 1
 
-    out.update(report.summarise([ceiling, again], e2e, idle, null, naive, api_alone,
+    out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone,
                                 p))
     out["duration_s"] = round(time.monotonic() - started)
     name = "quick" if a.quick else "latest"
