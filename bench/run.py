@@ -269,7 +269,7 @@ def phase_e2e(p, stack, rserver, api, port, worker, images, repo: Path) -> dict:
     apart, not a quarter of an hour."""
     say(f"2. inferq end to end: {p['clients']} closed-loop clients (submit, then long-poll), "
         f"{p['e2e_windows']} x {p['e2e_window_s']} s after {p['e2e_warmup_s']} s warm-up; "
-        f"between windows the model in-process, {p['ceiling_batches']} batches")
+        f"between windows the model in-process, {2 * p['ceiling_batches']} batches")
     model_file = str(repo / p["model"] / "1" / "model.keras")
     server = InProcess(model_file, p["size"], MAX_BATCH_SIZE)
     stack.add("ceiling-server", server.close)
@@ -277,7 +277,8 @@ def phase_e2e(p, stack, rserver, api, port, worker, images, repo: Path) -> dict:
 
     def ceiling_round() -> float:
         drained(rserver.client, stream)
-        return server.batches(p["ceiling_batches"])
+        time.sleep(1.0)  # the API answers the last long-polls
+        return server.batches(2 * p["ceiling_batches"])
 
     quiet = wait_quiet(p["quiet_wait_s"], "the end-to-end run")
     rounds = [ceiling_round()]
