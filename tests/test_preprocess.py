@@ -109,6 +109,13 @@ def test_turned_cmyk_or_damaged_jpegs_go_to_pillow():
     exif[0x0112] = 1
     upright = encode(_photo(64, 32), "JPEG", exif=exif)
     assert jpeg_orientation(upright) == 1 and preprocess._plain_jpeg(upright, (8, 8), 3) is not None
+    half_white = Image.new("RGB", (40, 20), (0, 0, 0))
+    half_white.paste((255, 255, 255), (0, 0, 20, 20))
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    with_xmp = encode(half_white, "JPEG", xmp=xmp, quality=95)
+    assert jpeg_orientation(with_xmp) is None  # Pillow turns it by its XMP: Pillow decodes it
+    arr = decode_image(with_xmp, (20, 40))
+    assert arr[5, 10].mean() > 200 and arr[35, 10].mean() < 50  # white now on top
     cmyk = encode(Image.new("CMYK", (16, 16), (0, 255, 0, 0)), "JPEG")
     assert preprocess._plain_jpeg(cmyk, (8, 8), 3) is None
     assert decode_image(cmyk, (8, 8)).shape == (8, 8, 3)

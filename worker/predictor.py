@@ -35,7 +35,7 @@ def _normalise(tf, x, mode: str, channels: int):
     return x
 
 
-def describe_error(exc: Exception) -> str:
+def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
@@ -111,7 +111,7 @@ class Predictor:
             mixed.set_weights(model.get_weights())
         except Exception as exc:  # SavedModels and subclassed models cannot be cloned
             log.warning("%s: mixed_precision is not possible (%s); serving float32", name,
-                        describe_error(exc))
+                        _first_line(exc))
             return call
         self._owner, self.precision = mixed, "mixed_float16"
         return lambda x: mixed(x, training=False)

@@ -78,17 +78,22 @@ def _plain_jpeg(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray
 
 
 def jpeg_orientation(data: bytes) -> int | None:
-    """The EXIF orientation of a JPEG (1 when it has no EXIF), read from its APP1 segment
-    without Pillow; None when the segments or the EXIF block are not plain."""
-    at = 2
+    """The EXIF orientation of a JPEG (1 when it has none), read from the segments before its
+    first scan, as Pillow reads them; None when they are not plain, or when an XMP block may
+    hold an orientation (Pillow honours that too)."""
+    at, orientation = 2, 1
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
-        if marker == 0xDA or 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return 1  # the frame starts: EXIF comes before it
+        if marker == 0xDA:
+            return orientation
         if length < 2:
             return None
-        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\0\0":
-            return _tiff_orientation(data[at + 10:at + 2 + length])
+        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\0\0" and orientation == 1:
+            orientation = _tiff_orientation(data[at + 10:at + 2 + length])
+            if orientation is None:
+                return None
+        elif marker == 0xE1 and data[at + 4:at + 33] == b"http://ns.adobe.com/xap/1.0/\0":
+            return None
         at += 2 + length
     return None
 
