@@ -7,6 +7,7 @@ from io import BytesIO
 from PIL import Image, UnidentifiedImageError
 
 from api.errors import ApiError
+from jobs.jpeg import SOS, header_segments
 
 ACCEPTED = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 ACCEPTED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
@@ -18,18 +19,29 @@ def check_image(data: bytes, max_pixels: int, where: str) -> str:
     if not data:
         raise ApiError(400, "empty_input", f"{where} is empty")
     frame = _plain_jpeg_frame(data)
-    if frame is not None:
-        _check_pixels(frame[0], frame[1], max_pixels, where)
-        try:
-            _check_jpeg_scans(data, frame[2])
-        except ValueError as exc:
-            raise ApiError(400, "invalid_image", f"{where} is a corrupt or truncated JPEG "
-                           f"image: {exc}") from None
-        return "JPEG"
+    im = _open(data, where) if frame is None else None
+    fmt = "JPEG" if im is None else im.format
+    _check_pixels(*(frame[:2] if im is None else im.size), max_pixels, where)
+    try:
+        if fmt in ("JPEG", "MPO"):  # MPO: a JPEG that carries more pictures
+            # Its structure, not its pixels: decoding (even at 1/8 scale) reads every
+            # compressed bit, about a millisecond for a photo, on every submit's path. A
+            # truncated file cannot reach its end marker; the worker decodes it anyway.
+            _check_jpeg_scans(data, frame[2] if im is None else im.fp.tell())
+        else:
+            im.load()
+    except Exception as exc:
+        raise ApiError(400, "invalid_image", f"{where} is a corrupt or truncated {fmt} image: "
+                       f"{exc}") from None
+    return fmt
+
+
+def _open(data: bytes, where: str) -> Image.Image:
+    """Pillow's reading of the header, its failures turned into the API's answers."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(BytesIO(data), formats=ACCEPTED)
+            return Image.open(BytesIO(data), formats=ACCEPTED)
     except UnidentifiedImageError:
         signed = _signature(data)
         if signed:  # Pillow gave up on its header: a broken file, not another format
@@ -45,19 +57,6 @@ def check_image(data: bytes, max_pixels: int, where: str) -> str:
         raise _too_many_pixels(where, str(exc)) from None
     except Exception as exc:  # Pillow raises many types on hostile headers
         raise ApiError(400, "invalid_image", f"{where} cannot be read: {exc}") from None
-    _check_pixels(*im.size, max_pixels, where)
-    try:
-        if im.format in ("JPEG", "MPO"):  # MPO: a JPEG that carries more pictures
-            # Its structure, not its pixels: decoding (even at 1/8 scale) reads every
-            # compressed bit, about a millisecond for a photo, on every submit's path. A
-            # truncated file cannot reach its end marker; the worker decodes it anyway.
-            _check_jpeg_scans(data, im.fp.tell())
-        else:
-            im.load()
-    except Exception as exc:
-        raise ApiError(400, "invalid_image", f"{where} is a corrupt or truncated "
-                       f"{im.format} image: {exc}") from None
-    return im.format
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, where: str):
@@ -81,25 +80,20 @@ def _plain_jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     CPU for a small photo."""
     if not data.startswith(b"\xff\xd8\xff"):
         return None
-    at, frame = 2, None
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
-        end = at + 2 + length
-        if length < 2 or end > len(data):
-            return None
-        if marker == 0xDA:
+    frame = None
+    for marker, start, end in header_segments(data):
+        if marker == SOS:
             return (*frame, end) if frame else None
         if marker in _PLAIN_FRAMES and frame is None:
-            components = data[at + 9] if length >= 8 else 0
-            if data[at + 4] != 8 or components not in (1, 3) or length != 8 + 3 * components:
+            components = data[start + 5] if end - start >= 6 else 0
+            if components not in (1, 3) or data[start] != 8 or end - start != 6 + 3 * components:
                 return None
-            height, width = (int.from_bytes(data[at + i:at + i + 2], "big") for i in (5, 7))
+            height, width = (int.from_bytes(data[start + i:start + i + 2], "big") for i in (1, 3))
             if not 0 < width * height <= 2 * Image.MAX_IMAGE_PIXELS:
                 return None  # no pixels, or Pillow's own refusal (whatever the setting)
             frame = (width, height)
-        elif marker not in _TABLES or marker == 0xDB and not _whole_tables(data[at + 4:end]):
+        elif marker not in _TABLES or marker == 0xDB and not _whole_tables(data[start:end]):
             return None
-        at = end
     return None
 
 

@@ -557,3 +557,13 @@ def test_the_api_reads_a_jpeg_header_as_pillow_does_or_leaves_it_to_pillow(at, c
 def test_a_plain_jpeg_header_is_read_without_pillow():
     from api.images import _plain_jpeg_frame
     assert _plain_jpeg_frame(JPEG)[:2] == (40, 24)
+
+
+@pytest.mark.parametrize("data", [b"\xff\xd8\xff\xe0\x00\x02\xff\xc0\x00\x02",
+                                  b"\xff\xd8\xff\xc0\x00\x02", JPEG[:SCAN]])
+def test_a_jpeg_header_cut_short_is_400_not_a_crash(data):
+    from api.errors import ApiError
+    from api.images import check_image
+    with pytest.raises(ApiError) as caught:
+        check_image(data, 10**6, "input 0")
+    assert caught.value.status == 400

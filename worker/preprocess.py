@@ -11,6 +11,8 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageOps
 
+from jobs.jpeg import SOS, header_segments
+
 # The decode threads already run side by side; OpenCV's own thread pool would take cores from
 # the model.
 cv2.setNumThreads(1)
@@ -81,20 +83,16 @@ def jpeg_orientation(data: bytes) -> int | None:
     """The EXIF orientation of a JPEG (1 when it has none), read from the segments before its
     first scan, as Pillow reads them; None when they are not plain, or when an XMP block may
     hold an orientation (Pillow honours that too)."""
-    at, orientation = 2, 1
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
-        if marker == 0xDA:
+    orientation = 1
+    for marker, start, end in header_segments(data):
+        if marker == SOS:
             return orientation
-        if length < 2:
-            return None
-        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\0\0" and orientation == 1:
-            orientation = _tiff_orientation(data[at + 10:at + 2 + length])
+        if marker == 0xE1 and data[start:start + 6] == b"Exif\0\0" and orientation == 1:
+            orientation = _tiff_orientation(data[start + 6:end])
             if orientation is None:
                 return None
-        elif marker == 0xE1 and data[at + 4:at + 33] == b"http://ns.adobe.com/xap/1.0/\0":
+        elif marker == 0xE1 and data[start:start + 29] == b"http://ns.adobe.com/xap/1.0/\0":
             return None
-        at += 2 + length
     return None
 
 
