@@ -63,6 +63,17 @@ def test_mixed_precision_computes_in_float16_on_a_gpu_with_the_same_weights(tmp_
     assert not np.allclose(got, want, atol=1e-7)  # float16 arithmetic really ran
 
 
+def test_mixed_precision_keeps_float32_for_a_model_it_cannot_rebuild(tmp_path, caplog):
+    mixed = Predictor.__new__(Predictor)
+    mixed.spec = make_model(tmp_path, "saved", mixed_precision=True)
+    mixed.device, mixed.precision = "GPU", "float32"
+    mixed._owner = object()  # as a SavedModel: no Keras layers to clone
+    call = lambda x: x  # noqa: E731
+    assert mixed._mixed(tf, call) is call
+    assert mixed.precision == "float32"
+    assert "mixed_precision is not possible" in caplog.text
+
+
 @pytest.mark.parametrize("key", ["jit_compile", "mixed_precision"])
 def test_compile_options_must_be_booleans(tmp_path, key):
     (tmp_path / "m" / "1").mkdir(parents=True)

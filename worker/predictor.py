@@ -35,10 +35,6 @@ def _normalise(tf, x, mode: str, channels: int):
     return x
 
 
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def _custom_objects(ref: str) -> dict:
     if not ref:
         return {}
@@ -110,8 +106,9 @@ class Predictor:
                 layer.__class__.from_config({**layer.get_config(), "dtype": "mixed_float16"})))
             mixed.set_weights(model.get_weights())
         except Exception as exc:  # SavedModels and subclassed models cannot be cloned
+            from worker.loop import describe  # not at the top: the supervisor imports this module
             log.warning("%s: mixed_precision is not possible (%s); serving float32", name,
-                        _first_line(exc))
+                        describe(exc))
             return call
         self._owner, self.precision = mixed, "mixed_float16"
         return lambda x: mixed(x, training=False)
