@@ -99,12 +99,12 @@ def main():
                 chunks >= a.max_rounds * 4:
             lat += chunk
     lat.sort()
-    img_s = statistics.median(rates) if rates else None  # --rounds 0: one image's latency only
+    img_s = statistics.median(rates)
     print(json.dumps({
         "img_s": img_s, "img_s_rounds": [round(r, 1) for r in rates],
         "rounds": rounds, "contended": contended,
-        "cores_busy": round(statistics.median(cpu_shares), 2) if cpu_shares else None,
-        "batch_ms": round(a.batch / img_s * 1000, 1) if img_s else None,
+        "cores_busy": round(statistics.median(cpu_shares), 2),
+        "batch_ms": round(a.batch / img_s * 1000, 1),
         "single_ms_p50": round(statistics.median(lat), 2),
         "single_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2),
         "tf": tf.__version__,

@@ -222,8 +222,7 @@ def closed_loop(stack: Stack, mode: str, port: int, clients: int, images: Path, 
     return {"rates": [w["rate"] for w in used], "records": measured, "cpu_s": cpu,
             "span_s": window_s * len(used), "contended": not all(w["clean"] for w in used),
             "windows": [{"rate": round(w["rate"], 2), "other_cores": w["other_cores"],
-                         "used": any(w is u for u in used)} for w in all_windows],
-            "used": [i for i, w in enumerate(all_windows) if any(w is u for u in used)]}
+                         "used": any(w is u for u in used)} for w in all_windows]}
 
 
 def cpu_table(cpu_s: dict, span_s: float, n: int) -> dict:
@@ -238,6 +237,11 @@ def pct(values, q):
 
 
 # -- phases ---------------------------------------------------------------------------------
+def model_file(p: dict, repo: Path) -> str:
+    """The bench model's file (version 1) in the repository bench.build made."""
+    return str(repo / p["model"] / "1" / "model.keras")
+
+
 def phase_ceiling(p: dict, repo: Path) -> dict:
     """Run 1 on its own. A shared VM's speed drifts by tens of percent within minutes, so runs
     2 and 3 measure the model in-process again, between their own windows and jobs, and are
@@ -245,7 +249,7 @@ def phase_ceiling(p: dict, repo: Path) -> dict:
     say(f"1. ceiling: the model in-process through a tf.function, batches of {MAX_BATCH_SIZE}")
     quiet = wait_quiet(p["quiet_wait_s"], "the ceiling")
     t0, b0 = os.times(), CpuMeter({}).snapshot()
-    res = run_json(["bench.ceiling", "--model-file", str(repo / p["model"] / "1" / "model.keras"),
+    res = run_json(["bench.ceiling", "--model-file", model_file(p, repo),
                     "--size", str(p["size"]), "--batch", str(MAX_BATCH_SIZE),
                     "--batches", str(p["ceiling_batches"]), "--rounds", str(p["ceiling_rounds"]),
                     "--single", str(p["single_calls"]),
@@ -270,8 +274,7 @@ def phase_e2e(p, stack, rserver, api, port, worker, images, repo: Path) -> dict:
     say(f"2. inferq end to end: {p['clients']} closed-loop clients (submit, then long-poll), "
         f"{p['e2e_windows']} x {p['e2e_window_s']} s after {p['e2e_warmup_s']} s warm-up; "
         f"between windows the model in-process, {2 * p['ceiling_batches']} batches")
-    model_file = str(repo / p["model"] / "1" / "model.keras")
-    server = InProcess(model_file, p["size"], MAX_BATCH_SIZE)
+    server = InProcess(model_file(p, repo), p["size"], MAX_BATCH_SIZE)
     stack.add("ceiling-server", server.close)
     stream = keys.stream(p["model"], 1)
 
@@ -290,8 +293,9 @@ def phase_e2e(p, stack, rserver, api, port, worker, images, repo: Path) -> dict:
     rounds.append(ceiling_round())
     stack.stop("ceiling-server")
     # Window i lies between rounds i and i + 1.
-    ceilings = [(rounds[i] + rounds[i + 1]) / 2 for i in run["used"]]
-    ratios = [run["windows"][i]["rate"] / c for i, c in zip(run["used"], ceilings)]
+    used = [i for i, w in enumerate(run["windows"]) if w["used"]]
+    ceilings = [(rounds[i] + rounds[i + 1]) / 2 for i in used]
+    ratios = [run["windows"][i]["rate"] / c for i, c in zip(used, ceilings)]
     recs = run["records"]
     batches = [r[2] for r in recs]
     mean_batch = statistics.fmean(batches)
@@ -334,7 +338,7 @@ def phase_idle(p, stack, port, images, repo: Path, roots: dict) -> dict:
         proc = loadgen(["--mode", "e2e", "--port", str(port), "--model", model, "--images",
                         str(images), "--jobs", str(p["idle_jobs"]),
                         "--warmup", str(p["idle_warmup"]),
-                        "--in-process", str(repo / model / "1" / "model.keras"),
+                        "--in-process", model_file(p, repo),
                         "--size", str(p["size"])])
         stack.add("loadgen", lambda: (proc.poll() is None and proc.kill(), proc.wait()))
         meter = CpuMeter(roots)
@@ -352,9 +356,8 @@ def phase_idle(p, stack, port, images, repo: Path, roots: dict) -> dict:
     lat = [(r[1] - r[0]) * 1000 for r in result["records"]]
     if any(r[2] != 1 for r in result["records"]):
         raise Failure("idle run: a job shared its batch; the worker was not idle")
-    # Each job's time outside the model: its latency minus its own model time. Unlike the
-    # overhead over 1's one image, measured minutes apart, it does not move with the machine's
-    # speed (on a shared VM, the same model's time drifts by 20% within a run).
+    # Each job's time outside the model: its latency minus its own model time. It needs no
+    # reference at all, not even the in-process calls made between the jobs.
     outside = [l - s[6] for l, s in zip(lat, result["stages"])] if result["stages"] else []
     single = result["in_process_ms"]
     out = {"p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
@@ -506,8 +509,7 @@ def prime_naive(port: int, images: Path):
 def phase_naive(p, stack, redis_url, repo: Path, images: Path, api_settings: dict) -> dict:
     say(f"5. Flask + model.predict per request, same gunicorn settings, {p['clients']} clients")
     proc, port = start_api(stack, redis_url, name="naive", app="bench.naive_app:create_app()",
-                           extra_env={"BENCH_NAIVE_MODEL": str(repo / p["model"] / "1" /
-                                                               "model.keras"),
+                           extra_env={"BENCH_NAIVE_MODEL": model_file(p, repo),
                                       "BENCH_NAIVE_SIZE": str(p["size"])},
                            timeout_s=300, **api_settings)
     prime_naive(port, images)
