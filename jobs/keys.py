@@ -13,6 +13,13 @@ def stream(model: str, version) -> str:
     return f"{PREFIX}stream:{model}:v{version}"
 
 
+def job_input(job_id: str, idx: int) -> str:
+    """String (expires with the job): one queued input's bytes. Its stream entry names it
+    rather than holding it, so Redis never copies an image into a stream node or a Lua string
+    (Lua hashes every byte of a string: 12 ms of Redis's one thread for a 5 MB image)."""
+    return f"{PREFIX}input:{job_id}:{idx}"
+
+
 def routing(model: str) -> str:
     """Hash: `default` -> the version unpinned jobs of `model` go to (set by the workers once
     that version is warm)."""

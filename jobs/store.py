@@ -7,6 +7,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from redis.exceptions import NoScriptError
+
 from jobs import keys
 
 
@@ -24,23 +26,31 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINAL = (SUCCEEDED, FAILED, CANCELED)
 
-# KEYS: job, routing[, idempotency]. ARGV: id, model, pinned version ('' = the default),
-# created_at, max_backlog, ttl_s, n, request digest, idempotency ttl_s, fallback version,
-# stream key prefix, n_fields, field, value, ..., data...
+# Run in one transaction right after the SETs that write the inputs' bytes (keys.job_input): the
+# bytes never pass through Lua, which hashes every byte of a string, nor into a stream node.
+# KEYS: job, routing, each input's key[, idempotency]. ARGV: id, model, pinned version ('' = the
+# default), created_at, max_backlog, ttl_s, n, request digest, idempotency ttl_s, fallback
+# version, stream key prefix, n_fields, field, value, ...
 # The version is resolved here, in the same atomic step as the write: once the workers switch
-# the default to a new version, no job can still land on the old one.
+# the default to a new version, no job can still land on the old one. A refused job's inputs
+# are deleted again.
 # Returns {'ok', version}, {'full'}, {'noversion'} or {'dup', "<job id> <digest>"}.
 _ENQUEUE = """
-if #KEYS == 3 then
-  local prior = redis.call('GET', KEYS[3])
-  if prior then return {'dup', prior} end
+local n = tonumber(ARGV[7])
+local function refuse(reply)
+  for i = 3, 2 + n do redis.call('DEL', KEYS[i]) end
+  return reply
+end
+local idempotency = KEYS[3 + n]
+if idempotency then
+  local prior = redis.call('GET', idempotency)
+  if prior then return refuse({'dup', prior}) end
 end
 local version = ARGV[3]
 if version == '' then version = redis.call('HGET', KEYS[2], 'default') or ARGV[10] end
-if version == '' then return {'noversion'} end
+if version == '' then return refuse({'noversion'}) end
 local stream = ARGV[11] .. version
-local n = tonumber(ARGV[7])
-if redis.call('XLEN', stream) + n > tonumber(ARGV[5]) then return {'full'} end
+if redis.call('XLEN', stream) + n > tonumber(ARGV[5]) then return refuse({'full'}) end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'model', ARGV[2], 'version', version,
            'status', 'queued', 'created_at', ARGV[4], 'n_inputs', n, 'n_done', 0, 'n_failed', 0)
 local n_fields = tonumber(ARGV[12])
@@ -48,12 +58,11 @@ for i = 1, n_fields do
   redis.call('HSET', KEYS[1], ARGV[11 + 2 * i], ARGV[12 + 2 * i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-local first = 13 + 2 * n_fields
 for i = 0, n - 1 do
-  redis.call('XADD', stream, '*', 'job', ARGV[1], 'idx', i, 't', ARGV[4], 'data', ARGV[first + i])
+  redis.call('XADD', stream, '*', 'job', ARGV[1], 'idx', i, 't', ARGV[4])
 end
-if #KEYS == 3 then
-  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[8], 'EX', ARGV[9])
+if idempotency then
+  redis.call('SET', idempotency, ARGV[1] .. ' ' .. ARGV[8], 'EX', ARGV[9])
 end
 return {'ok', version}
 """
@@ -104,8 +113,8 @@ return out
 RECORD_IN_MESSAGE_MAX = 16384
 
 # One call per batch: record each input's result, then ack and delete the batch's stream entries,
-# in one atomic step. KEYS: due, stream, then for each result: job, finished channel,
-# deliveries, started delivery, completed delivery.
+# in one atomic step, and delete each input's bytes. KEYS: due, stream, then for each result:
+# job, finished channel, deliveries, started delivery, completed delivery, input.
 # ARGV: now, ttl_s, delivery ttl_s, consumer group, then for each result: idx, output json,
 # failed (0/1), error; then the stream entry ids to ack.
 # Returns for each result: -1 job gone, 0 duplicate or job already final, 1 recorded,
@@ -152,12 +161,13 @@ local function finish(job, channel, list, started, completed, idx, payload, fail
 end
 
 local now, ttl, dttl = ARGV[1], ARGV[2], ARGV[3]
-local n = (#KEYS - 2) / 5
+local n = (#KEYS - 2) / 6
 local rcs = {}
 for r = 0, n - 1 do
-  local k, a = 3 + 5 * r, 5 + 4 * r
+  local k, a = 3 + 6 * r, 5 + 4 * r
   rcs[r + 1] = finish(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
                       ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], now, ttl, dttl)
+  redis.call('DEL', KEYS[k + 5])
 end
 local first = 5 + 4 * n
 for i = first, #ARGV, 500 do
@@ -265,7 +275,8 @@ class JobStore:
         already made this job."""
         job_id, now = new_job_id(), time.time()
         fields = fields or {}
-        job_keys = [keys.job(job_id), keys.routing(model)]
+        input_keys = [keys.job_input(job_id, i) for i in range(len(inputs))]
+        job_keys = [keys.job(job_id), keys.routing(model), *input_keys]
         if idempotency:
             job_keys.append(keys.idempotency(idempotency[0]))
         digest = idempotency[1] if idempotency else ""
@@ -274,7 +285,7 @@ class JobStore:
                 keys.stream(model, ""), len(fields)]
         for name, value in fields.items():
             args += [name, value]
-        reply = self._enqueue(keys=job_keys, args=args + inputs)
+        reply = self._write_then_enqueue(dict(zip(input_keys, inputs)), job_keys, args)
         outcome = reply[0].decode()
         if outcome == "full":
             raise BacklogFull(model)
@@ -289,6 +300,21 @@ class JobStore:
                   "created_at": repr(now), "n_inputs": str(len(inputs)), "n_done": "0",
                   "n_failed": "0", **fields}
         return record, False
+
+    def _write_then_enqueue(self, inputs: dict, script_keys: list, args: list):
+        """SET each input's bytes, then run the enqueue script, in one transaction and one
+        round trip. SET keeps a large value as Redis read it off the socket, without a copy."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=True)
+            for key, data in inputs.items():
+                pipe.set(key, data, ex=self.result_ttl_s)
+            pipe.evalsha(self._enqueue.sha, len(script_keys), *script_keys, *args)
+            try:
+                return pipe.execute()[-1]
+            except NoScriptError:  # a restarted Redis forgot the script: load it, write again
+                if attempt == 2:
+                    raise
+                self.redis.script_load(self._enqueue.script)
 
     def get(self, job_id: str) -> dict | None:
         raw = self.redis.hgetall(keys.job(job_id))
@@ -322,7 +348,8 @@ class JobStore:
             job_id = res.job_id
             script_keys += [keys.job(job_id), keys.finished(job_id), keys.deliveries(job_id),
                             keys.delivery(webhook_id(job_id, "started")),
-                            keys.delivery(webhook_id(job_id, "completed"))]
+                            keys.delivery(webhook_id(job_id, "completed")),
+                            keys.job_input(job_id, res.idx)]
             if res.error is None:
                 args += [res.idx, dumps(res.output), 0, ""]
             else:

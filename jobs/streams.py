@@ -14,15 +14,16 @@ class Entry:
     id: str
     job_id: str
     idx: int
-    data: bytes
     enqueued_at: float
+    data: bytes | None = None  # its bytes, once StreamConsumer.load has fetched them
     deliveries: int = 1
     raw: bool = False  # the job wants the model's output rows (the standard protocols)
 
 
 def _entry(entry_id, fields) -> Entry:
+    # An entry queued by an API older than keys.job_input carries its bytes itself.
     return Entry(id=entry_id.decode(), job_id=fields[b"job"].decode(), idx=int(fields[b"idx"]),
-                 data=fields[b"data"], enqueued_at=float(fields[b"t"]))
+                 enqueued_at=float(fields[b"t"]), data=fields.get(b"data"))
 
 
 class StreamConsumer:
@@ -66,12 +67,25 @@ class StreamConsumer:
                 entry.deliveries = counts.get(entry.id, entry.deliveries)
         return entries
 
-    def drop(self, entry_ids: list[str]):
-        """Ack and delete entries that need no result (their job is gone or was canceled)."""
-        if entry_ids:
+    def load(self, entries: list[Entry]) -> list[Entry]:
+        """Fetch the entries' bytes, in one round trip. An input whose bytes are gone keeps
+        None: its job expired, or another delivery of it has finished already."""
+        missing = [e for e in entries if e.data is None]
+        if missing:
+            datas = self.redis.mget([keys.job_input(e.job_id, e.idx) for e in missing])
+            for entry, data in zip(missing, datas):
+                entry.data = data
+        return entries
+
+    def drop(self, entries: list[Entry]):
+        """Ack and delete entries that need no result (their job is gone or was canceled),
+        and their bytes."""
+        if entries:
+            ids = [e.id for e in entries]
             pipe = self.redis.pipeline(transaction=False)
-            pipe.xack(self.stream, keys.GROUP, *entry_ids)
-            pipe.xdel(self.stream, *entry_ids)
+            pipe.xack(self.stream, keys.GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
+            pipe.delete(*[keys.job_input(e.job_id, e.idx) for e in entries])
             pipe.execute()
 
     def leave(self):

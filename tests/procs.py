@@ -22,6 +22,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def queued_inputs(r, stream: str) -> list[bytes | None]:
+    """The bytes of each input queued on `stream`, in order (each entry names its input's key)."""
+    from jobs import keys
+
+    return [r.get(keys.job_input(f[b"job"].decode(), int(f[b"idx"]))) for _, f in r.xrange(stream)]
+
+
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

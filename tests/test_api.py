@@ -10,7 +10,7 @@ from PIL import Image
 
 from api.app import create_app
 from jobs import keys
-from tests.procs import free_port
+from tests.procs import free_port, queued_inputs
 
 
 def png_bytes(size=(32, 32), color=(200, 30, 30)) -> bytes:
@@ -91,8 +91,7 @@ def test_submit_json_base64_and_data_urls(client, r):
     resp = client.post("/v1/models/shapes/jobs", json={
         "images": [{"b64": b64}, {"b64": "data:image/png;base64," + b64}]})
     assert resp.status_code == 202 and resp.get_json()["inputs"] == 2
-    entries = r.xrange(keys.stream("shapes", 1))
-    assert [e[1][b"data"] for e in entries] == [png_bytes(), png_bytes()]
+    assert queued_inputs(r, keys.stream("shapes", 1)) == [png_bytes(), png_bytes()]
 
 
 @pytest.mark.parametrize("name,make,status,code", [

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from api.app import create_app
 from jobs import keys
-from tests.procs import ROOT
+from tests.procs import ROOT, queued_inputs
 from tests.test_api import make_repo, png_bytes
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -500,7 +500,7 @@ def test_raw_image_submit_takes_the_webhook_from_the_query(client, r):
     record = r.hgetall(keys.job(job["id"]))
     assert record[b"webhook"] == b"http://127.0.0.1:9/hook"
     assert record[b"webhook_events"] == b"completed,started"
-    assert r.xrange(keys.stream("shapes", 1))[-1][1][b"data"] == PNG
+    assert queued_inputs(r, keys.stream("shapes", 1))[-1] == PNG
     before = redis_state(r)
     for query, code in [({"webhook": "http://10.0.0.1/"}, "invalid_webhook"),
                         ({"webhook": "http://127.0.0.1:9/", "webhook_events_filter": "done"},

@@ -31,9 +31,65 @@ def test_enqueue_writes_record_and_one_entry_per_input(store, r):
     record = store.get(job["id"])
     assert record["status"] == "queued" and record["n_inputs"] == "3"
     assert 0 < r.ttl(keys.job(job["id"])) <= 60  # a job that never runs still expires
-    entries = consumer(r).read(10)
+    c = consumer(r)
+    entries = c.read(10)
     assert [(e.job_id, e.idx, e.data) for e in entries] == [
-        (job["id"], 0, b"a"), (job["id"], 1, b"bb"), (job["id"], 2, b"ccc")]
+        (job["id"], 0, None), (job["id"], 1, None), (job["id"], 2, None)]
+    # The bytes are plain keys that expire with the job; the entries only name them.
+    assert all(0 < r.ttl(keys.job_input(job["id"], i)) <= 60 for i in range(3))
+    assert [e.data for e in c.load(entries)] == [b"a", b"bb", b"ccc"]
+
+
+def input_keys(r) -> list:
+    return r.keys(keys.job_input("*", "*"))
+
+
+def test_a_refused_job_leaves_no_input_bytes(store, r):
+    full, _ = store.enqueue("m", [b"x"] * 10, fallback_version="1")
+    with pytest.raises(BacklogFull):
+        store.enqueue("m", [b"y"] * 2, fallback_version="1")
+    with pytest.raises(NoVersion):
+        store.enqueue("other", [b"z"])
+    first, _ = store.enqueue("n", [b"a"], fallback_version="1", idempotency=("key", "digest"))
+    again, replayed = store.enqueue("n", [b"a"], fallback_version="1",
+                                    idempotency=("key", "digest"))
+    assert replayed and again["id"] == first["id"]
+    assert set(input_keys(r)) == {keys.job_input(j, i).encode()
+                                  for j, n in ((full["id"], 10), (first["id"], 1))
+                                  for i in range(n)}
+
+
+def test_finishing_or_dropping_an_input_deletes_its_bytes(store, r):
+    job, _ = store.enqueue("m", [b"a", b"b", b"c"], fallback_version="1")
+    c = consumer(r)
+    first, second, third = c.load(c.read(10))
+    store.finish(S, [InputResult(first.id, job["id"], 0, output=OK),
+                     InputResult(second.id, job["id"], 1, error="cannot decode image")])
+    assert r.exists(keys.job_input(job["id"], 0), keys.job_input(job["id"], 1)) == 0
+    c.drop([third])
+    assert input_keys(r) == [] and r.xlen(S) == 0
+
+
+def test_an_input_whose_bytes_are_gone_loads_as_none(store, r):
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
+    r.delete(keys.job_input(job["id"], 0))
+    c = consumer(r)
+    assert [e.data for e in c.load(c.read(10))] == [None]
+
+
+def test_an_entry_queued_with_its_bytes_by_an_older_api_is_served(store, r):
+    consumer(r)
+    r.xadd(S, {"job": "j" * 22, "idx": 0, "t": "1.5", "data": b"old"})
+    c = consumer(r)
+    (entry,) = c.load(c.read(10))
+    assert (entry.job_id, entry.idx, entry.data, entry.enqueued_at) == ("j" * 22, 0, b"old", 1.5)
+
+
+def test_enqueue_survives_a_redis_that_forgot_its_scripts(store, r):
+    r.script_flush()
+    job, _ = store.enqueue("m", [b"a"], fallback_version="1")
+    c = consumer(r)
+    assert [e.data for e in c.load(c.read(10))] == [b"a"] and store.get(job["id"])
 
 
 def test_backlog_limit_refuses_whole_jobs(store, r):

@@ -169,3 +169,16 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits(env):
     for job in jobs:
         assert requests.get(job["urls"]["get"], params={"wait": 30},
                             timeout=40).json()["status"] == "succeeded"
+
+
+def test_inputs_bytes_are_deleted_once_served_and_a_missing_one_fails_its_job(env):
+    client = env["client"]
+    jobs = submit_many(env["base"], [GOOD] * 4)
+    # One job's bytes are gone before a worker reads it (as when Redis evicted the key).
+    client.delete(keys.job_input(jobs[0]["id"], 0))
+    env["procs"].append(start_worker(env["redis"].url, models=["poison"], **env["settings"]))
+    results = [requests.get(job["urls"]["get"], params={"wait": 30}, timeout=40).json()
+               for job in jobs]
+    assert results[0]["status"] == "failed" and "bytes are gone" in results[0]["error"]
+    assert [r["status"] for r in results[1:]] == ["succeeded"] * 3
+    assert client.keys(keys.job_input("*", "*")) == []

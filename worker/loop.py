@@ -86,7 +86,10 @@ class ModelLoop:
                          threading.Thread(target=self._model_loop, daemon=True,
                                           name=f"inferq-model-{self.spec.name}")]
 
-    def _decode(self, data: bytes):
+    def _decode(self, data: bytes | None):
+        if data is None:
+            raise DecodeError("the input's bytes are gone: its job expired, or another "
+                              "delivery of it finished first")
         spec = self.spec
         if spec.kind == "tensor":
             return decode_tensor(data, spec.dtype, spec.shape)
@@ -185,24 +188,26 @@ class ModelLoop:
             batch = [e for e in batch if e.deliveries <= max_attempts]
         if not batch:
             return [], None
-        # Decoding overlaps the round trip that starts the jobs.
+        # A pool thread makes the round trip that starts the jobs while this one fetches the
+        # inputs' bytes and has them decoded.
         job_ids, version = [e.job_id for e in batch], str(self.spec.version)
+        starting = self.decode_pool.submit(self._retry, self.store.start, job_ids, version)
+        if self._retry(self.consumer.load, batch) is None:  # stopping: the inputs stay pending
+            starting.result()
+            return [], None
+        datas = [e.data for e in batch]
         if len(batch) == 1:
-            # A lone input (an idle worker) is decoded in this thread, at once, while a pool
-            # thread makes the round trip: handing the decode over would add a thread
-            # wake-up to its latency, which the round trip hides.
-            starting = self.decode_pool.submit(self._retry, self.store.start, job_ids, version)
-            decoded = Decoded(None, self._decode, [batch[0].data], 1)
-            started = starting.result()
+            # A lone input (an idle worker) is decoded in this thread, at once: handing it
+            # over would add a thread wake-up to its latency.
+            decoded = Decoded(None, self._decode, datas, 1)
         else:
-            decoded = Decoded(self.decode_pool, self._decode, [e.data for e in batch],
-                              self.settings.decode_threads)
-            started = self._retry(self.store.start, job_ids, version)
+            decoded = Decoded(self.decode_pool, self._decode, datas, self.settings.decode_threads)
+        started = starting.result()
         if started is None:  # stopping: the inputs stay pending, for another worker
             return [], None
         keep = [i for i, e in enumerate(batch) if started[e.job_id][0] == RUNNING]
         if len(keep) < len(batch):
-            self._retry(self.consumer.drop, [e.id for e in batch
+            self._retry(self.consumer.drop, [e for e in batch
                                              if started[e.job_id][0] != RUNNING])
             batch, decoded = [batch[i] for i in keep], decoded.only(keep)
         for e in batch:
