@@ -154,6 +154,9 @@ OPERATIONS: dict[str, Op] = {
     "admin.remove_model": Op("Unload and remove a model (admin key)", {
         202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
     "health.healthz": Op("The API process is up", {200: ok(s.Health)}),
+    "metrics.metrics": Op("Counters and gauges for Prometheus", {
+        200: Resp("The Prometheus text format, version 0.0.4",
+                  {"text/plain": {"type": "string"}}), **errors(503)}),
     "health.readyz": Op("Redis answers and a worker serves a model", {
         200: ok(s.Ready), 503: Resp("Not ready", {JSON: s.Error}, ("Retry-After",))}),
     "tfserving.predict": Op(

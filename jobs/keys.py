@@ -71,5 +71,11 @@ def webhooks_due() -> str:
     return f"{PREFIX}webhooks:due"
 
 
+def stats() -> str:
+    """Hash: the counters GET /metrics reports, kept by the scripts that change jobs:
+    `<counter>|<label>|...` -> count, since this Redis's data began."""
+    return f"{PREFIX}stats"
+
+
 # Rate-limit counters (Flask-Limiter's Redis storage puts its keys under this prefix).
 RATE_LIMITS = f"{PREFIX}ratelimit"

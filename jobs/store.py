@@ -28,29 +28,32 @@ FINAL = (SUCCEEDED, FAILED, CANCELED)
 
 # Run in one transaction right after the SETs that write the inputs' bytes (keys.job_input): the
 # bytes never pass through Lua, which hashes every byte of a string, nor into a stream node.
-# KEYS: job, routing, each input's key[, idempotency]. ARGV: id, model, pinned version ('' = the
-# default), created_at, max_backlog, ttl_s, n, request digest, idempotency ttl_s, fallback
-# version, stream key prefix, n_fields, field, value, ...
+# KEYS: job, routing, stats, each input's key[, idempotency]. ARGV: id, model, pinned version
+# ('' = the default), created_at, max_backlog, ttl_s, n, request digest, idempotency ttl_s,
+# fallback version, stream key prefix, n_fields, field, value, ...
 # The version is resolved here, in the same atomic step as the write: once the workers switch
 # the default to a new version, no job can still land on the old one. A refused job's inputs
 # are deleted again.
 # Returns {'ok', version}, {'full'}, {'noversion'} or {'dup', "<job id> <digest>"}.
 _ENQUEUE = """
 local n = tonumber(ARGV[7])
-local function refuse(reply)
-  for i = 3, 2 + n do redis.call('DEL', KEYS[i]) end
+local function refuse(reply, reason)
+  for i = 4, 3 + n do redis.call('DEL', KEYS[i]) end
+  if reason then redis.call('HINCRBY', KEYS[3], 'refused|' .. ARGV[2] .. '|' .. reason, 1) end
   return reply
 end
-local idempotency = KEYS[3 + n]
+local idempotency = KEYS[4 + n]
 if idempotency then
   local prior = redis.call('GET', idempotency)
   if prior then return refuse({'dup', prior}) end
 end
 local version = ARGV[3]
 if version == '' then version = redis.call('HGET', KEYS[2], 'default') or ARGV[10] end
-if version == '' then return refuse({'noversion'}) end
+if version == '' then return refuse({'noversion'}, 'no_version') end
 local stream = ARGV[11] .. version
-if redis.call('XLEN', stream) + n > tonumber(ARGV[5]) then return refuse({'full'}) end
+if redis.call('XLEN', stream) + n > tonumber(ARGV[5]) then
+  return refuse({'full'}, 'backlog_full')
+end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'model', ARGV[2], 'version', version,
            'status', 'queued', 'created_at', ARGV[4], 'n_inputs', n, 'n_done', 0, 'n_failed', 0)
 local n_fields = tonumber(ARGV[12])
@@ -64,6 +67,7 @@ end
 if idempotency then
   redis.call('SET', idempotency, ARGV[1] .. ' ' .. ARGV[8], 'EX', ARGV[9])
 end
+redis.call('HINCRBY', KEYS[3], 'submitted|' .. ARGV[2] .. '|' .. version, 1)
 return {'ok', version}
 """
 
@@ -113,19 +117,22 @@ return out
 RECORD_IN_MESSAGE_MAX = 16384
 
 # One call per batch: record each input's result, then ack and delete the batch's stream entries,
-# in one atomic step, and delete each input's bytes. KEYS: due, stream, then for each result:
-# job, finished channel, deliveries, started delivery, completed delivery, input.
-# ARGV: now, ttl_s, delivery ttl_s, consumer group, then for each result: idx, output json,
-# failed (0/1), error; then the stream entry ids to ack.
+# in one atomic step, and delete each input's bytes; count them (keys.stats). KEYS: due, stream,
+# stats, then for each result: job, finished channel, deliveries, started delivery, completed
+# delivery, input. ARGV: now, ttl_s, delivery ttl_s, consumer group, "<model>|<version>", the
+# size of the batch the model ran (0: none), then for each result: idx, output json, failed
+# (0/1), error; then the stream entry ids to ack.
 # Returns for each result: -1 job gone, 0 duplicate or job already final, 1 recorded,
 # 2 recorded and job finished.
 _FINISH = _SCHEDULE_WEBHOOK + f"local RECORD_IN_MESSAGE_MAX = {RECORD_IN_MESSAGE_MAX}\n" + """
 local function finish(job, channel, list, started, completed, idx, payload, failed, err, now,
-                      ttl, dttl)
+                      ttl, dttl, label)
   local st = redis.call('HGET', job, 'status')
   if not st then return -1 end
   if st ~= 'queued' and st ~= 'running' then return 0 end
   if redis.call('HSETNX', job, 'out:' .. idx, payload) == 0 then return 0 end
+  local outcome = failed == '1' and 'failed' or 'succeeded'
+  redis.call('HINCRBY', KEYS[3], 'inputs|' .. label .. '|' .. outcome, 1)
   if st == 'queued' then
     redis.call('HSET', job, 'status', 'running', 'started_at', now)
     schedule_webhook(job, list, started, KEYS[1], 'started', now, dttl)
@@ -151,6 +158,7 @@ local function finish(job, channel, list, started, completed, idx, payload, fail
   end
   redis.call('HSET', job, 'status', status, 'completed_at', now)
   redis.call('EXPIRE', job, ttl)
+  redis.call('HINCRBY', KEYS[3], 'jobs|' .. redis.call('HGET', job, 'model') .. '|' .. status, 1)
   schedule_webhook(job, list, completed, KEYS[1], 'completed', now, dttl)
   -- The final record rides with the message, so a waiter need not read it back; past
   -- RECORD_IN_MESSAGE_MAX bytes, only the status (every API process receives every message).
@@ -160,16 +168,20 @@ local function finish(job, channel, list, started, completed, idx, payload, fail
   return 2
 end
 
-local now, ttl, dttl = ARGV[1], ARGV[2], ARGV[3]
-local n = (#KEYS - 2) / 6
+local now, ttl, dttl, label, batch = ARGV[1], ARGV[2], ARGV[3], ARGV[5], tonumber(ARGV[6])
+if batch > 0 then
+  redis.call('HINCRBY', KEYS[3], 'batches|' .. label, 1)
+  redis.call('HINCRBY', KEYS[3], 'batched_inputs|' .. label, batch)
+end
+local n = (#KEYS - 3) / 6
 local rcs = {}
 for r = 0, n - 1 do
-  local k, a = 3 + 6 * r, 5 + 4 * r
+  local k, a = 4 + 6 * r, 7 + 4 * r
   rcs[r + 1] = finish(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
-                      ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], now, ttl, dttl)
+                      ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], now, ttl, dttl, label)
   redis.call('DEL', KEYS[k + 5])
 end
-local first = 5 + 4 * n
+local first = 7 + 4 * n
 for i = first, #ARGV, 500 do
   local last = math.min(i + 499, #ARGV)
   redis.call('XACK', KEYS[2], ARGV[4], unpack(ARGV, i, last))
@@ -178,7 +190,7 @@ end
 return rcs
 """
 
-# KEYS: job, finished channel, deliveries, completed delivery, due. ARGV: now, ttl_s,
+# KEYS: job, finished channel, deliveries, completed delivery, due, stats. ARGV: now, ttl_s,
 # delivery ttl_s. Returns -1 gone, 0 already final, 1 canceled.
 _CANCEL = _SCHEDULE_WEBHOOK + """
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -186,6 +198,7 @@ if not st then return -1 end
 if st ~= 'queued' and st ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[6], 'jobs|' .. redis.call('HGET', KEYS[1], 'model') .. '|canceled', 1)
 schedule_webhook(KEYS[1], KEYS[3], KEYS[4], KEYS[5], 'completed', ARGV[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], 'canceled')
 return 1
@@ -276,7 +289,7 @@ class JobStore:
         job_id, now = new_job_id(), time.time()
         fields = fields or {}
         input_keys = [keys.job_input(job_id, i) for i in range(len(inputs))]
-        job_keys = [keys.job(job_id), keys.routing(model), *input_keys]
+        job_keys = [keys.job(job_id), keys.routing(model), keys.stats(), *input_keys]
         if idempotency:
             job_keys.append(keys.idempotency(idempotency[0]))
         digest = idempotency[1] if idempotency else ""
@@ -336,13 +349,16 @@ class JobStore:
         return {j: (reply[2 * i].decode() or None, reply[2 * i + 1].decode())
                 for i, j in enumerate(job_ids)}
 
-    def finish(self, stream: str, results: list[InputResult]) -> list[str]:
-        """Record results, then ack and delete their entries, in one atomic call.
-        Returns the ids of jobs that this call finished."""
+    def finish(self, model: str, version, results: list[InputResult], batch: int = 0
+               ) -> list[str]:
+        """Record results of inputs of `model` v`version`, then ack and delete their entries,
+        in one atomic call; `batch`: how many of them the model ran, as one batch (counted for
+        GET /metrics). Returns the ids of jobs that this call finished."""
         if not results:
             return []
-        script_keys = [keys.webhooks_due(), stream]
-        args = [repr(time.time()), self.result_ttl_s, self.delivery_ttl_s, keys.GROUP]
+        script_keys = [keys.webhooks_due(), keys.stream(model, version), keys.stats()]
+        args = [repr(time.time()), self.result_ttl_s, self.delivery_ttl_s, keys.GROUP,
+                f"{model}|{version}", batch]
         dumps = _result_encoder()
         for res in results:
             job_id = res.job_id
@@ -363,7 +379,7 @@ class JobStore:
         return self._cancel(keys=[keys.job(job_id), keys.finished(job_id),
                                   keys.deliveries(job_id),
                                   keys.delivery(webhook_id(job_id, "completed")),
-                                  keys.webhooks_due()],
+                                  keys.webhooks_due(), keys.stats()],
                             args=[repr(time.time()), self.result_ttl_s, self.delivery_ttl_s])
 
     def wait(self, job_id: str, timeout_s: float, allowed=None) -> dict | None:

@@ -30,7 +30,7 @@ class StreamConsumer:
     """Reads one model version's stream as one named consumer of the shared group."""
 
     def __init__(self, redis, model: str, version, consumer: str):
-        self.redis, self.model, self.consumer = redis, model, consumer
+        self.redis, self.model, self.version, self.consumer = redis, model, version, consumer
         self.stream = keys.stream(model, version)
         self._claim_cursor = "0-0"
 

@@ -296,11 +296,11 @@ def test_a_finish_refused_for_memory_acks_nothing():
         client.config_set("maxmemory", client.info("memory")["used_memory"] - 100_000)
         results = [InputResult(e.id, e.job_id, e.idx, output={"top_k": []}) for e in entries]
         with pytest.raises(redis.OutOfMemoryError):
-            store.finish(consumer.stream, results)
+            store.finish(consumer.model, consumer.version, results)
         assert stream_state(client) == (2, 2)  # both entries still held, neither acked
         assert store.get(job["id"])["n_done"] == "0"
         client.config_set("maxmemory", 0)
-        assert store.finish(consumer.stream, results) == [job["id"]]
+        assert store.finish(consumer.model, consumer.version, results) == [job["id"]]
         assert store.get(job["id"])["status"] == "succeeded"
         assert stream_state(client) == (0, 0)
     finally:

@@ -13,6 +13,7 @@ import requests
 from demo.shapes import random_examples
 from jobs.store import JobStore
 from tests.procs import ROOT, RedisServer, children, model_processes, start_api, start_worker
+from tests.test_metrics import parse
 
 EXAMPLES = ROOT / "examples"
 
@@ -41,6 +42,12 @@ def wait_job(job, wait_s=30):
     return resp.json()
 
 
+def metrics(stack) -> dict:
+    resp = requests.get(stack["base"] + "/metrics", timeout=5)
+    assert resp.status_code == 200
+    return parse(resp.text)
+
+
 def test_ready_and_models_show_the_live_worker(stack):
     ready = requests.get(stack["base"] + "/readyz", timeout=5)
     assert ready.status_code == 200 and ready.json()["models"] == ["shapes"]
@@ -60,10 +67,12 @@ def test_200_concurrent_images_are_classified_in_micro_batches(stack):
         job = submit(stack["base"], [(f"{i}.{ext}", data)])
         return label, wait_job(job)
 
+    before = metrics(stack)
     started = time.monotonic()
     with ThreadPoolExecutor(24) as pool:
         results = list(pool.map(one, enumerate(examples)))
     elapsed = time.monotonic() - started
+    after = metrics(stack)
     assert [job["status"] for _, job in results] == ["succeeded"] * 200
     correct = sum(job["outputs"][0]["top_k"][0]["label"] == label for label, job in results)
     batch_sizes = [job["metrics"]["batch_size"] for _, job in results]
@@ -72,6 +81,14 @@ def test_200_concurrent_images_are_classified_in_micro_batches(stack):
           f"mean {sum(batch_sizes) / 200:.1f}")
     assert correct / 200 >= 0.95
     assert max(batch_sizes) > 1
+    # What GET /metrics counted, as the worker ran them.
+    v1 = (("model", "shapes"), ("version", "1"))
+    grew = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    assert grew[("inferq_inputs_total", v1 + (("outcome", "succeeded"),))] == 200
+    assert grew[("inferq_batched_inputs_total", v1)] == 200
+    assert 200 / max(batch_sizes) <= grew[("inferq_batches_total", v1)] < 200
+    assert grew[("inferq_jobs_finished_total", (("model", "shapes"), ("status", "succeeded")))] \
+        == 200
     for _, job in results:
         top = job["outputs"][0]["top_k"]
         assert [t["label"] for t in top] and sorted(t["index"] for t in top) == [0, 1, 2]

@@ -63,7 +63,7 @@ def test_finishing_or_dropping_an_input_deletes_its_bytes(store, r):
     job, _ = store.enqueue("m", [b"a", b"b", b"c"], fallback_version="1")
     c = consumer(r)
     first, second, third = c.load(c.read(10))
-    store.finish(S, [InputResult(first.id, job["id"], 0, output=OK),
+    store.finish("m", 1, [InputResult(first.id, job["id"], 0, output=OK),
                      InputResult(second.id, job["id"], 1, error="cannot decode image")])
     assert r.exists(keys.job_input(job["id"], 0), keys.job_input(job["id"], 1)) == 0
     c.drop([third])
@@ -105,15 +105,15 @@ def test_job_finishes_exactly_once_when_inputs_are_delivered_twice(store, r):
     job, _ = store.enqueue("m", [b"a", b"b"], fallback_version="1")
     c = consumer(r)
     first, second = c.read(10)
-    assert store.finish(S, [InputResult(first.id, job["id"], 0, output=OK)]) == []
+    assert store.finish("m", 1, [InputResult(first.id, job["id"], 0, output=OK)]) == []
     assert store.get(job["id"])["status"] == "running"
     # The same input again (a reclaimed duplicate) changes nothing.
-    assert store.finish(S, [InputResult(first.id, job["id"], 0, error="late dup")]) == []
-    assert store.finish(S, [InputResult(second.id, job["id"], 1, output=OK)]) == [job["id"]]
+    assert store.finish("m", 1, [InputResult(first.id, job["id"], 0, error="late dup")]) == []
+    assert store.finish("m", 1, [InputResult(second.id, job["id"], 1, output=OK)]) == [job["id"]]
     record = store.get(job["id"])
     assert record["status"] == "succeeded" and record["n_done"] == "2"
     assert "error" not in record and record["completed_at"]
-    assert store.finish(S, [InputResult(second.id, job["id"], 1, output=OK)]) == []
+    assert store.finish("m", 1, [InputResult(second.id, job["id"], 1, output=OK)]) == []
     assert backlog(r, "m", 1) == 0  # acked and deleted
     assert 0 < r.ttl(keys.job(job["id"])) <= 60
 
@@ -121,7 +121,7 @@ def test_job_finishes_exactly_once_when_inputs_are_delivered_twice(store, r):
 def test_a_failed_input_fails_its_job_with_the_reason(store, r):
     job, _ = store.enqueue("m", [b"a", b"b"], fallback_version="1")
     e0, e1 = consumer(r).read(10)
-    store.finish(S, [InputResult(e0.id, job["id"], 0, output=OK),
+    store.finish("m", 1, [InputResult(e0.id, job["id"], 0, output=OK),
                        InputResult(e1.id, job["id"], 1, error="cannot decode image")])
     record = store.get(job["id"])
     assert record["status"] == "failed"
@@ -151,8 +151,8 @@ def test_start_marks_running_and_records_the_version(store):
 def test_wait_wakes_on_the_finish_signal(store, r):
     job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     entry = consumer(r).read(1)[0]
-    timer = threading.Timer(0.3, store.finish, ["m", [InputResult(entry.id, job["id"], 0,
-                                                                  output=OK)]])
+    timer = threading.Timer(0.3, store.finish, ["m", 1, [InputResult(entry.id, job["id"], 0,
+                                                                     output=OK)]])
     timer.start()
     record = store.wait(job["id"], timeout_s=20)
     timer.join()

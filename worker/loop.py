@@ -181,7 +181,7 @@ class ModelLoop:
             for e in poison:
                 log.error("job %s input %d: poison, delivered %d times", e.job_id, e.idx,
                           e.deliveries)
-            self._retry(self.store.finish, self.consumer.stream, [InputResult(
+            self._retry(self.store.finish, self.spec.name, self.spec.version, [InputResult(
                 e.id, e.job_id, e.idx, error=f"input was delivered {e.deliveries} times without "
                 f"finishing (max_attempts={max_attempts}); the worker crashed or "
                 f"the model failed on it each time") for e in poison])
@@ -239,7 +239,8 @@ class ModelLoop:
         if ready:
             results += self._predict(ready, images)
         if results:
-            self._retry(self.store.finish, self.consumer.stream, results, until_stopped=False)
+            self._retry(self.store.finish, self.spec.name, self.spec.version, results, len(ready),
+                        until_stopped=False)
 
     def _predict(self, entries, images) -> list[InputResult]:
         started = time.time()
