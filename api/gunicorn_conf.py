@@ -1,6 +1,9 @@
 """gunicorn settings for the API, from the same INFERQ_* variables as everything else.
 Run: gunicorn -c api/gunicorn_conf.py "api.app:create_app()" """
 import ctypes
+import json
+
+from gunicorn import util
 
 from jobs.settings import load_settings
 
@@ -21,6 +24,20 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 # No control socket: gunicorn (>= 25) otherwise listens on one per user ($XDG_RUNTIME_DIR or
 # ~/.gunicorn/gunicorn.ctl) through which any process of that user can stop or resize the API.
 control_socket_disable = True
+
+
+def _json_error(sock, status_int: int, reason: str, mesg: str):
+    """gunicorn's own answers (a request line or headers over its limits, a request it cannot
+    parse) in the API's JSON error form, not as its HTML page. Their code is the reason
+    phrase, as the app names werkzeug's errors: 414 `uri_too_long`."""
+    body = json.dumps({"error": {"code": reason.lower().replace(" ", "_"),
+                                 "message": mesg or reason}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = _json_error  # here, in the master: every worker it forks has it
 
 
 def _limit_malloc_arenas(arenas: int = 2):

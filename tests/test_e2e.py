@@ -1,5 +1,7 @@
 """End to end: a real redis-server, the API under gunicorn, a Celery worker serving the demo model."""
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -130,6 +132,29 @@ def test_an_undecodable_input_fails_only_its_own_job(stack):
     assert bad_record["status"] == "failed" and "cannot decode image" in bad_record["error"]
     assert wait_job(good)["status"] == "succeeded"
     assert stack["worker"].alive()
+
+
+def test_requests_gunicorn_refuses_get_json_errors_too(stack):
+    """Requests that never reach the app (gunicorn's limits, an unparsable request line)."""
+    base = stack["base"]
+    long_url = requests.get(f"{base}/v1/jobs/{'x' * 5000}", timeout=5)
+    many_headers = requests.get(f"{base}/healthz", timeout=5,
+                                headers={f"X-Filler-{i}": "1" for i in range(120)})
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(4096):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *headers = head.decode().split("\r\n")
+    assert [(r.status_code, r.headers["Content-Type"], r.json()["error"]["code"])
+            for r in (long_url, many_headers)] == [
+        (414, "application/json", "uri_too_long"),
+        (431, "application/json", "request_header_fields_too_large")]
+    assert status_line.startswith("HTTP/1.1 400 ") and "Content-Type: application/json" in headers
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request" and "NOT AN HTTP REQUEST" in error["message"]
 
 
 def test_api_processes_never_load_tensorflow(stack):
