@@ -158,7 +158,8 @@ local function finish(job, channel, list, started, completed, idx, payload, fail
   end
   redis.call('HSET', job, 'status', status, 'completed_at', now)
   redis.call('EXPIRE', job, ttl)
-  redis.call('HINCRBY', KEYS[3], 'jobs|' .. redis.call('HGET', job, 'model') .. '|' .. status, 1)
+  local model = redis.call('HGET', job, 'model') or ''
+  redis.call('HINCRBY', KEYS[3], 'jobs|' .. model .. '|' .. status, 1)
   schedule_webhook(job, list, completed, KEYS[1], 'completed', now, dttl)
   -- The final record rides with the message, so a waiter need not read it back; past
   -- RECORD_IN_MESSAGE_MAX bytes, only the status (every API process receives every message).
@@ -198,7 +199,8 @@ if not st then return -1 end
 if st ~= 'queued' and st ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('HINCRBY', KEYS[6], 'jobs|' .. redis.call('HGET', KEYS[1], 'model') .. '|canceled', 1)
+local model = redis.call('HGET', KEYS[1], 'model') or ''
+redis.call('HINCRBY', KEYS[6], 'jobs|' .. model .. '|canceled', 1)
 schedule_webhook(KEYS[1], KEYS[3], KEYS[4], KEYS[5], 'completed', ARGV[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], 'canceled')
 return 1
