@@ -88,9 +88,11 @@ class Catalog:
                    and (version is None or m["version"] == version)]
         return max(records, key=lambda m: m["version"]) if records else None
 
-    def states(self) -> dict[str, dict]:
-        """Every known model with its versions, their states, workers and backlog."""
-        workers = streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)
+    def states(self, workers: list[dict] | None = None) -> dict[str, dict]:
+        """Every known model with its versions, their states, workers and backlog. `workers`:
+        the live workers' heartbeats, when the caller has read them already."""
+        if workers is None:
+            workers = streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)
         names = set(self.repo_names()) | streams.known_models(self.redis)
         names |= {m["name"] for w in workers for m in w["models"]}
         models = {}

@@ -26,15 +26,14 @@ COUNTERS = {
 def metrics():
     ctx = current_app.extensions["inferq"]
     out = []
-    counts = ctx.redis.hgetall(keys.stats())
+    counts = sorted((field.decode().split("|"), int(value))
+                    for field, value in ctx.redis.hgetall(keys.stats()).items())
     for prefix, (name, text, labels) in COUNTERS.items():
-        samples = []
-        for field, value in sorted(counts.items()):
-            kind, *values = field.decode().split("|")
-            if kind == prefix and len(values) == len(labels):
-                samples.append((dict(zip(labels, values)), int(value)))
-        _family(out, name, "counter", text, samples)
-    models = ctx.catalog.states()
+        _family(out, name, "counter", text, [
+            (dict(zip(labels, values)), value) for (kind, *values), value in counts
+            if kind == prefix and len(values) == len(labels)])
+    workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
+    models = ctx.catalog.states(workers)
     versions = [(name, v) for name, m in models.items() for v in m["versions"]]
     _family(out, "inferq_backlog_inputs", "gauge", "Inputs queued or being run, per version.",
             [(_labels(n, v), v["backlog"]) for n, v in versions])
@@ -43,7 +42,7 @@ def metrics():
     _family(out, "inferq_version_workers", "gauge", "Live workers serving or loading the version.",
             [(_labels(n, v), v["workers"]) for n, v in versions])
     _family(out, "inferq_workers", "gauge", "Live workers.",
-            [({}, len(streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)))])
+            [({}, len(workers))])
     _family(out, "inferq_webhook_deliveries_due", "gauge",
             "Webhook deliveries waiting for an attempt (or in one).",
             [({}, ctx.redis.zcard(keys.webhooks_due()))])
