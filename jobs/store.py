@@ -319,26 +319,40 @@ class JobStore:
     def _write_then_enqueue(self, inputs: dict, script_keys: list, args: list):
         """SET each input's bytes, then run the enqueue script, in one transaction and one
         round trip. SET keeps a large value as Redis read it off the socket, without a copy."""
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=True)
+        def write(pipe):
             for key, data in inputs.items():
                 pipe.set(key, data, ex=self.result_ttl_s)
-            pipe.evalsha(self._enqueue.sha, len(script_keys), *script_keys, *args)
+        return self._pipelined(True, write, self._enqueue, script_keys, args)[-1]
+
+    def _pipelined(self, transaction: bool, before, script, script_keys: list, args: list,
+                   after=None) -> list:
+        """One round trip: the commands `before(pipe)` adds, the script, then those `after(pipe)`
+        adds; their replies. A Redis that forgot the script (restarted) is given it, and the
+        whole pipeline is sent again."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=transaction)
+            before and before(pipe)
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            after and after(pipe)
             try:
-                return pipe.execute()[-1]
-            except NoScriptError:  # a restarted Redis forgot the script: load it, write again
+                return pipe.execute()
+            except NoScriptError:
                 if attempt == 2:
                     raise
-                self.redis.script_load(self._enqueue.script)
+                self.redis.script_load(script.script)
 
     def get(self, job_id: str) -> dict | None:
         raw = self.redis.hgetall(keys.job(job_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
-    def start(self, job_ids, version: str = "") -> dict[str, tuple[str | None, str]]:
+    def start(self, job_ids, version: str = "", entries=()) -> dict[str, tuple[str | None, str]]:
         """Mark jobs running on model `version`, in one call. Returns each job's status
         afterwards (None: gone) and the output form it asked for ("raw": the model's output
-        rows, for the standard protocols; "": the model's usual result)."""
+        rows, for the standard protocols; "": the model's usual result).
+        `entries` (jobs.streams.Entry, of these jobs): in the same round trip, each one's
+        input bytes are read into `entry.data` (None: gone, as its job expired or another
+        delivery of it finished), so a worker can decode as soon as it has started the jobs.
+        An entry that carries its bytes (queued by an older API) is left as it is."""
         job_ids = list(dict.fromkeys(job_ids))
         if not job_ids:
             return {}
@@ -346,8 +360,14 @@ class JobStore:
         for job_id in job_ids:
             script_keys += [keys.job(job_id), keys.deliveries(job_id),
                             keys.delivery(webhook_id(job_id, "started"))]
-        reply = self._start(keys=script_keys,
-                            args=[repr(time.time()), version, self.delivery_ttl_s])
+        missing = [e for e in entries if e.data is None]
+        fetch = (lambda pipe: pipe.mget([keys.job_input(e.job_id, e.idx) for e in missing])
+                 ) if missing else None
+        replies = self._pipelined(False, None, self._start, script_keys,
+                                  [repr(time.time()), version, self.delivery_ttl_s], fetch)
+        for entry, data in zip(missing, replies[1] if missing else ()):
+            entry.data = data
+        reply = replies[0]
         return {j: (reply[2 * i].decode() or None, reply[2 * i + 1].decode())
                 for i, j in enumerate(job_ids)}
 

@@ -15,7 +15,7 @@ class Entry:
     job_id: str
     idx: int
     enqueued_at: float
-    data: bytes | None = None  # its bytes, once StreamConsumer.load has fetched them
+    data: bytes | None = None  # its bytes, once JobStore.start has fetched them
     deliveries: int = 1
     raw: bool = False  # the job wants the model's output rows (the standard protocols)
 
@@ -65,16 +65,6 @@ class StreamConsumer:
             counts = {p["message_id"].decode(): p["times_delivered"] for p in pending}
             for entry in entries:
                 entry.deliveries = counts.get(entry.id, entry.deliveries)
-        return entries
-
-    def load(self, entries: list[Entry]) -> list[Entry]:
-        """Fetch the entries' bytes, in one round trip. An input whose bytes are gone keeps
-        None: its job expired, or another delivery of it has finished already."""
-        missing = [e for e in entries if e.data is None]
-        if missing:
-            datas = self.redis.mget([keys.job_input(e.job_id, e.idx) for e in missing])
-            for entry, data in zip(missing, datas):
-                entry.data = data
         return entries
 
     def drop(self, entries: list[Entry]):

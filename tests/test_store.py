@@ -37,7 +37,14 @@ def test_enqueue_writes_record_and_one_entry_per_input(store, r):
         (job["id"], 0, None), (job["id"], 1, None), (job["id"], 2, None)]
     # The bytes are plain keys that expire with the job; the entries only name them.
     assert all(0 < r.ttl(keys.job_input(job["id"], i)) <= 60 for i in range(3))
-    assert [e.data for e in c.load(entries)] == [b"a", b"bb", b"ccc"]
+    assert [e.data for e in started(store, entries)] == [b"a", b"bb", b"ccc"]
+    assert store.get(job["id"])["status"] == "running"
+
+
+def started(store, entries) -> list:
+    """The entries, their jobs started and their bytes fetched, as a worker does."""
+    store.start([e.job_id for e in entries], "1", entries)
+    return entries
 
 
 def input_keys(r) -> list:
@@ -62,7 +69,7 @@ def test_a_refused_job_leaves_no_input_bytes(store, r):
 def test_finishing_or_dropping_an_input_deletes_its_bytes(store, r):
     job, _ = store.enqueue("m", [b"a", b"b", b"c"], fallback_version="1")
     c = consumer(r)
-    first, second, third = c.load(c.read(10))
+    first, second, third = started(store, c.read(10))
     store.finish("m", 1, [InputResult(first.id, job["id"], 0, output=OK),
                      InputResult(second.id, job["id"], 1, error="cannot decode image")])
     assert r.exists(keys.job_input(job["id"], 0), keys.job_input(job["id"], 1)) == 0
@@ -74,22 +81,25 @@ def test_an_input_whose_bytes_are_gone_loads_as_none(store, r):
     job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     r.delete(keys.job_input(job["id"], 0))
     c = consumer(r)
-    assert [e.data for e in c.load(c.read(10))] == [None]
+    assert [e.data for e in started(store, c.read(10))] == [None]
 
 
 def test_an_entry_queued_with_its_bytes_by_an_older_api_is_served(store, r):
     consumer(r)
     r.xadd(S, {"job": "j" * 22, "idx": 0, "t": "1.5", "data": b"old"})
     c = consumer(r)
-    (entry,) = c.load(c.read(10))
+    (entry,) = started(store, c.read(10))
     assert (entry.job_id, entry.idx, entry.data, entry.enqueued_at) == ("j" * 22, 0, b"old", 1.5)
 
 
-def test_enqueue_survives_a_redis_that_forgot_its_scripts(store, r):
+def test_enqueue_and_start_survive_a_redis_that_forgot_its_scripts(store, r):
     r.script_flush()
     job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     c = consumer(r)
-    assert [e.data for e in c.load(c.read(10))] == [b"a"] and store.get(job["id"])
+    entries = c.read(10)
+    r.script_flush()  # and again before the worker's start, which fetches the bytes with it
+    assert [e.data for e in started(store, entries)] == [b"a"]
+    assert store.get(job["id"])["status"] == "running"
 
 
 def test_backlog_limit_refuses_whole_jobs(store, r):

@@ -46,17 +46,10 @@ class Decoded:
         else:
             self._futures = [pool.submit(_decode_all, decode, datas[i:i + size])
                              for i in range(0, len(datas), size)]
-        self._keep = None
-
-    def only(self, indices: list[int]) -> "Decoded":
-        """Keep the inputs at `indices` (the others' jobs were canceled)."""
-        self._keep = indices
-        return self
 
     def results(self) -> list:
         """Each input's array, or the DecodeError it raised, in order. Waits for the pool."""
-        out = [x for future in self._futures for x in future.result()]
-        return out if self._keep is None else [out[i] for i in self._keep]
+        return [x for future in self._futures for x in future.result()]
 
 
 def _decode_all(decode, datas: list) -> list:
@@ -78,8 +71,10 @@ class ModelLoop:
         self.stopping = threading.Event()
         self.draining = threading.Event()  # read until the stream is empty, then stop
         self.drained = threading.Event()
-        self._batches = queue.Queue()
-        self._slot = threading.Semaphore(1)  # one prepared batch waits while the model runs
+        self._batches = queue.SimpleQueue()
+        # One prepared batch waits while the model runs. A Lock and a SimpleQueue: the
+        # hand-over to the model thread is on every job's path, and these wake it in C.
+        self._slot = threading.Lock()
         self._last_reclaim = 0.0
         self._threads = [threading.Thread(target=self._read_loop, daemon=True,
                                           name=f"inferq-read-{self.spec.name}"),
@@ -172,9 +167,9 @@ class ModelLoop:
         return policy.take()
 
     def _admit(self, batch: list) -> tuple[list, "Decoded | None"]:
-        """Fail inputs delivered too often; start decoding the rest, and meanwhile mark their
-        jobs running and drop the inputs whose job is gone or canceled. Returns what is left to
-        run, and its inputs (being decoded)."""
+        """Fail inputs delivered too often; mark the rest's jobs running, fetching their bytes
+        in the same round trip; drop the inputs whose job is gone or canceled. Returns what is
+        left to run, and its inputs (being decoded)."""
         max_attempts = self.settings.max_attempts
         poison = [e for e in batch if e.deliveries > max_attempts]
         if poison:
@@ -188,31 +183,23 @@ class ModelLoop:
             batch = [e for e in batch if e.deliveries <= max_attempts]
         if not batch:
             return [], None
-        # A pool thread makes the round trip that starts the jobs while this one fetches the
-        # inputs' bytes and has them decoded.
-        job_ids, version = [e.job_id for e in batch], str(self.spec.version)
-        starting = self.decode_pool.submit(self._retry, self.store.start, job_ids, version)
-        if self._retry(self.consumer.load, batch) is None:  # stopping: the inputs stay pending
-            starting.result()
-            return [], None
-        datas = [e.data for e in batch]
-        if len(batch) == 1:
-            # A lone input (an idle worker) is decoded in this thread, at once: handing it
-            # over would add a thread wake-up to its latency.
-            decoded = Decoded(None, self._decode, datas, 1)
-        else:
-            decoded = Decoded(self.decode_pool, self._decode, datas, self.settings.decode_threads)
-        started = starting.result()
+        started = self._retry(self.store.start, [e.job_id for e in batch],
+                              str(self.spec.version), batch)
         if started is None:  # stopping: the inputs stay pending, for another worker
             return [], None
-        keep = [i for i, e in enumerate(batch) if started[e.job_id][0] == RUNNING]
-        if len(keep) < len(batch):
-            self._retry(self.consumer.drop, [e for e in batch
-                                             if started[e.job_id][0] != RUNNING])
-            batch, decoded = [batch[i] for i in keep], decoded.only(keep)
+        gone = [e for e in batch if started[e.job_id][0] != RUNNING]
+        if gone:
+            self._retry(self.consumer.drop, gone)
+            batch = [e for e in batch if started[e.job_id][0] == RUNNING]
         for e in batch:
             e.raw = started[e.job_id][1] == "raw"
-        return batch, decoded
+        if not batch:
+            return [], None
+        datas = [e.data for e in batch]
+        # A lone input (an idle worker) is decoded in this thread, at once: handing it over
+        # would add a thread wake-up to its latency.
+        pool = self.decode_pool if len(batch) > 1 else None
+        return batch, Decoded(pool, self._decode, datas, self.settings.decode_threads)
 
     # -- model owner --------------------------------------------------------------------
     def _model_loop(self):
