@@ -82,3 +82,17 @@ def test_compile_options_must_be_booleans(tmp_path, key):
         "input": {"kind": "image", "size": [8, 8]}, key: "yes"}))
     state = served_versions(str(tmp_path), "m")[0]
     assert state.spec is None and f"{key} must be true or false" in state.error
+
+
+def test_top_k_ranks_as_a_stable_sort_of_the_whole_row():
+    from worker.predictor import _best
+
+    rng = np.random.default_rng(0)
+    rows = [rng.random(1000).astype(np.float32),
+            rng.integers(0, 4, 50).astype(np.float32),  # many ties, across the k-th place
+            np.array([0.1, np.nan, 0.7, 0.7, np.nan], dtype=np.float32),
+            np.array([0.2, 0.9], dtype=np.float32)]
+    for row in rows:
+        for k in (1, 3, 5, len(row), len(row) + 2):
+            expected = np.argsort(-row, kind="stable")[:k]
+            assert _best(row, k).tolist() == expected.tolist(), (row, k)
