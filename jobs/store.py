@@ -331,9 +331,11 @@ class JobStore:
         whole pipeline is sent again."""
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=transaction)
-            before and before(pipe)
+            if before:
+                before(pipe)
             pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
-            after and after(pipe)
+            if after:
+                after(pipe)
             try:
                 return pipe.execute()
             except NoScriptError:
