@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 from api import auth
 from api.errors import ApiError
 from api.jsonbody import parse_json
-from jobs import repository, streams
+from jobs import repository, routing
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger("inferq.api")
@@ -142,7 +142,7 @@ def remove_version(model, version):
         raise ApiError(404, "unknown_version", f"model {model!r} has no version {version}")
     _trash(ctx, path)
     if not repository.versions(os.path.dirname(path)):
-        streams.forget_model(ctx.redis, model)
+        routing.forget_model(ctx.redis, model)
     ctx.catalog.forget(model)
     log.info("model %s v%d removed", model, version)
     return jsonify({"name": model, "version": version, "state": "unloading"}), 202
@@ -155,7 +155,7 @@ def remove_model(model):
     if not os.path.isdir(path):
         raise ApiError(404, "unknown_model", f"no model named {model!r}")
     _trash(ctx, path)
-    streams.forget_model(ctx.redis, model)  # new submits get 404 from now on
+    routing.forget_model(ctx.redis, model)  # new submits get 404 from now on
     ctx.catalog.forget(model)
     log.info("model %s removed", model)
     return jsonify({"name": model, "state": "unloading"}), 202

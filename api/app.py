@@ -12,7 +12,7 @@ from api import admin, auth, errors, health, jobs, kserve, limits, metrics, mode
 from api import openapi
 from api.catalog import Catalog
 from jobs.settings import Settings, load_settings
-from jobs.store import JobStore
+from jobs.producer import Producer
 
 
 class Context:
@@ -31,7 +31,8 @@ class Context:
             settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2), health_check_interval=15,
             max_connections=2 * settings.api_threads + 8)
-        self.store = JobStore(self.redis, settings.result_ttl_s, settings.max_backlog,
+        self.store = Producer(self.redis, settings.result_ttl_s, settings.max_backlog,
+                              settings.webhook_max_age_s,
                               listener=FinishListener(self.redis))
         self.catalog = Catalog(settings, self.redis)
 

@@ -3,7 +3,7 @@ TensorFlow) and the workers' heartbeats."""
 import os
 import time
 
-from jobs import keys, repository, streams
+from jobs import keys, registry, repository, routing
 
 RANK = {"available": 0, "loading": 1, "unloading": 2, "unavailable": 3}
 NO_WORKER = "no live worker serves this version"
@@ -48,7 +48,7 @@ class Catalog:
             self.redis.sismember(keys.models(), name))
 
     def _served(self, name: str) -> list[dict]:
-        return [m for w in streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)
+        return [m for w in registry.live_workers(self.redis, self.settings.heartbeat_ttl_s)
                 for m in w["models"] if m["name"] == name]
 
     def fallback_version(self, name: str) -> str:
@@ -92,8 +92,8 @@ class Catalog:
         """Every known model with its versions, their states, workers and backlog. `workers`:
         the live workers' heartbeats, when the caller has read them already."""
         if workers is None:
-            workers = streams.live_workers(self.redis, self.settings.heartbeat_ttl_s)
-        names = set(self.repo_names()) | streams.known_models(self.redis)
+            workers = registry.live_workers(self.redis, self.settings.heartbeat_ttl_s)
+        names = set(self.repo_names()) | routing.known_models(self.redis)
         names |= {m["name"] for w in workers for m in w["models"]}
         models = {}
         for name in sorted(names):

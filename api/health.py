@@ -2,7 +2,7 @@
 from flask import Blueprint, current_app, jsonify
 
 from api.errors import error_response
-from jobs import streams
+from jobs import registry
 
 bp = Blueprint("health", __name__)
 
@@ -16,7 +16,7 @@ def healthz():
 def readyz():
     ctx = current_app.extensions["inferq"]
     ctx.redis.ping()
-    workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
+    workers = registry.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
     served = sorted({m["name"] for w in workers for m in w["models"]
                      if m["state"] == "available"})
     if not served:

@@ -10,8 +10,8 @@ from api.inputs import read_request
 from api.options import idempotency, prefer_wait, webhook_fields
 from api.schemas import JobQuery, validate
 from jobs.deliveries import Deliveries
-from jobs.public import job_json
-from jobs.store import FINAL, BacklogFull, IdempotencyConflict, NoVersion, is_job_id
+from jobs.producer import BacklogFull, IdempotencyConflict, NoVersion
+from jobs.record import FINAL, is_job_id, job_json
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("inferq.api")

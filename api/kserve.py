@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.images import check_image
 from api.inputs import pack_tensor
 from api.jsonbody import parse_json
-from jobs import streams
+from jobs import registry
 
 bp = Blueprint("kserve", __name__)
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503, "deadline": 504, "internal": 500}
@@ -50,7 +50,7 @@ def live():
 @bp.get("/v2/health/ready")
 def ready():
     ctx = current_app.extensions["inferq"]
-    workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
+    workers = registry.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
     is_ready = any(m["state"] == "available" for w in workers for m in w["models"])
     return jsonify({"ready": is_ready}), 200 if is_ready else 503
 

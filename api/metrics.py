@@ -3,7 +3,7 @@ every API process (and every API machine) answers alike: counters that the job s
 (jobs.keys.stats), and gauges from the streams and the workers' heartbeats."""
 from flask import Blueprint, Response, current_app
 
-from jobs import keys, streams
+from jobs import keys, registry
 
 bp = Blueprint("metrics", __name__)
 
@@ -32,7 +32,7 @@ def metrics():
         _family(out, name, "counter", text, [
             (dict(zip(labels, values)), value) for (kind, *values), value in counts
             if kind == prefix and len(values) == len(labels)])
-    workers = streams.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
+    workers = registry.live_workers(ctx.redis, ctx.settings.heartbeat_ttl_s)
     models = ctx.catalog.states(workers)
     versions = [(name, v) for name, m in models.items() for v in m["versions"]]
     _family(out, "inferq_backlog_inputs", "gauge", "Inputs queued or being run, per version.",

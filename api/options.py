@@ -7,7 +7,7 @@ from flask import request
 
 from api.errors import ApiError
 from api.schemas import SubmitHeaders, validate
-from webhooks.ssrf import UnsafeURL, check_url
+from jobs.ssrf import UnsafeURL, check_url
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.I)
 

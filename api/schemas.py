@@ -12,13 +12,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from api.errors import ApiError
 from jobs.repository import NAME_RE
-from jobs.store import WEBHOOK_EVENTS
+from jobs.record import WEBHOOK_EVENTS
 
 # A tiny PNG for the document's examples (schemathesis sends them too, so some submits pass).
 PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElF"
            "TkSuQmCC")
 MODEL_NAME = NAME_RE.pattern
-JOB_ID = r"^[A-Za-z0-9_-]{16,64}$"  # as jobs.store.is_job_id (ASCII: the ids we make)
+JOB_ID = r"^[A-Za-z0-9_-]{16,64}$"  # as jobs.record.is_job_id (ASCII: the ids we make)
 
 
 def _strip(value):

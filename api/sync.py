@@ -4,7 +4,8 @@ deadline the job is canceled, so the workers skip what is left of it: nothing ru
 import json
 
 from api import auth
-from jobs.store import FINAL, BacklogFull, NoVersion
+from jobs.producer import BacklogFull, NoVersion
+from jobs.record import FINAL
 
 DEFAULT_TIMEOUT_S = 30.0
 

@@ -26,7 +26,7 @@ from jobs.settings import load_settings
 from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
                           busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
                           tiny_png)
-from tests.procs import (BIN, Proc, RedisServer, free_port, service_env, start_worker,
+from stack.processes import (BIN, Proc, RedisServer, free_port, service_env, start_worker,
                          wait_for, wait_until_serving)
 
 WAIT_S = 30  # the long-poll the clients ask for
@@ -44,7 +44,7 @@ def say(msg: str):
 
 
 class BenchRedis(RedisServer):
-    """tests.procs.RedisServer in its own session, so a Ctrl-C in the terminal reaches only this
+    """stack.processes.RedisServer in its own session, so a Ctrl-C in the terminal reaches only this
     script, which stops the workers (they finish their batches against Redis) before Redis."""
 
     def _start(self):
@@ -423,13 +423,13 @@ def phase_api(p, stack, redis_pid, api, port, small: Path) -> dict:
 
 def phase_null(p, stack, rserver: BenchRedis, repo: Path) -> dict:
     from jobs import keys
-    from jobs.store import JobStore
+    from jobs.producer import Producer
 
     say(f"4. queue overhead: {p['null_jobs']} jobs of the null model drained by one worker, "
         f"{p['null_rounds']} round(s)")
     worker = start_bench_worker(stack, rserver.url, NULL_MODEL, repo, "worker-null")
     client = redis.Redis.from_url(rserver.url)
-    store = JobStore(client, 3600, 10 ** 9)
+    store = Producer(client, 3600, 10 ** 9, 60)
     pngs = [tiny_png(i) for i in range(16)]
     rounds = []
     while (sum(r["clean"] for r in rounds) < p["null_rounds"]

@@ -1,48 +1,33 @@
 """Webhook deliveries in Redis: which are due, who attempts them, what each attempt gave.
 
-A delivery is created atomically with its job's state change (see store.py). A sorted set
-holds each pending delivery's due time. A webhook worker claims due ones by pushing their time
-forward by a lease, then sends one Celery task per claim. If that task is lost, or its worker
+A delivery is created atomically with its job's state change (jobs/lua/schedule_webhook.lua).
+A sorted set holds each pending delivery's due time. A webhook worker claims due ones by pushing
+their time forward by a lease, then sends one Celery task per claim. If that task is lost, or its worker
 dies mid-attempt, the lease runs out and the delivery is claimed again. Retries are never
 Celery countdowns, so the Redis broker's visibility timeout cannot lose or duplicate them.
 """
 import json
 import time
 
-from jobs import keys
-from jobs.public import iso
+from jobs import keys, scripts
+from jobs.record import iso
 
 PENDING, DELIVERED, FAILED, STOPPED = "pending", "delivered", "failed", "stopped"
+# Past its last attempt a delivery's record is kept this long, for GET .../deliveries.
+KEEP_AFTER_LAST_ATTEMPT_S = 3600
 
-# KEYS: due set. ARGV: now, lease_s, max count, delivery key prefix.
-# Returns [webhook id, lease token, ...] for the deliveries claimed.
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, wid in ipairs(due) do
-  local token = ARGV[1] .. ':' .. wid
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), wid)
-  redis.call('HSET', ARGV[4] .. wid, 'lease', token)
-  table.insert(out, wid)
-  table.insert(out, token)
-end
-return out
-"""
 
-# KEYS: delivery. ARGV: token. 1 when this claim is still current (then it is used up).
-_TAKE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'lease', '')
-return 1
-"""
+def delivery_ttl_s(result_ttl_s: float, webhook_max_age_s: float) -> int:
+    """How long a delivery's record lives: it is retried for `webhook_max_age_s` after it is
+    created, and kept past that at least as long as its job's results."""
+    return int(result_ttl_s + webhook_max_age_s + KEEP_AFTER_LAST_ATTEMPT_S)
 
 
 class Deliveries:
     def __init__(self, redis, ttl_s: int):
         self.redis, self.ttl_s = redis, int(ttl_s)  # ttl_s: as the delivery record's
-        self._claim = redis.register_script(_CLAIM)
-        self._take = redis.register_script(_TAKE)
+        self._claim = scripts.register(redis, "claim_deliveries")
+        self._take = scripts.register(redis, "take_delivery")
 
     def claim_due(self, lease_s: float, count: int = 100) -> list[tuple[str, str]]:
         reply = self._claim(keys=[keys.webhooks_due()],

@@ -23,7 +23,7 @@ POLL_S = 5.0  # an idle connection is checked (PING) this often
 
 class Waiter(threading.Event):
     """Set when the job may have finished; `take_message()` is the finish message, if one came
-    (the job's final record, or its status: jobs.store.published_record reads it)."""
+    (the job's final record, or its status: jobs.record.published_record reads it)."""
 
     message: bytes | None = None
 

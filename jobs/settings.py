@@ -2,7 +2,7 @@
 import os
 from dataclasses import dataclass, fields
 
-from webhooks.ssrf import parse_networks
+from jobs.ssrf import parse_networks
 
 
 class SettingsError(ValueError):

@@ -13,8 +13,8 @@ import requests
 from PIL import Image
 
 from jobs import keys
-from jobs.store import published_record
-from tests.procs import (RedisServer, children, start_api, start_webhook_worker, start_worker,
+from jobs.record import published_record
+from stack.processes import (RedisServer, children, start_api, start_webhook_worker, start_worker,
                          wait_for, wait_until_serving)
 
 MODEL = "shapes"  # the demo model in models/: small and fast on a CPU

@@ -1,12 +1,7 @@
-import sys
-from pathlib import Path
-
 import pytest
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.procs import RedisServer  # noqa: E402
+from stack.processes import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from api.app import create_app
 from jobs import keys
-from tests.procs import free_port, queued_inputs
+from stack.processes import free_port, queued_inputs
 
 
 def png_bytes(size=(32, 32), color=(200, 30, 30)) -> bytes:

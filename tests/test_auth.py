@@ -7,7 +7,7 @@ from api import auth
 from api.app import create_app
 from jobs import keys
 from jobs.settings import SettingsError
-from tests.procs import free_port
+from stack.processes import free_port
 from tests.test_api import make_repo, png_bytes
 
 KEY_A = "key-a-0123456789abcdef"

@@ -13,12 +13,13 @@ import redis
 import requests
 
 from jobs import keys
-from jobs.public import iso
-from jobs.store import InputResult, JobStore
-from jobs.streams import StreamConsumer
+from jobs.consumer import Consumer, InputResult
+from jobs.producer import Producer
+from jobs.record import iso
+from jobs.stream import StreamConsumer
 from tests.chaos_tools import (STREAM, Flow, FinishCounter, Stack, job_records, png,
                                stream_state, submit, wait_job)
-from tests.procs import RedisServer, model_processes, wait_for, wait_until_serving
+from stack.processes import RedisServer, model_processes, wait_for, wait_until_serving
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.chaos
@@ -287,20 +288,21 @@ def test_a_finish_refused_for_memory_acks_nothing():
     server = RedisServer()
     try:
         client = redis.Redis.from_url(server.url)
-        store = JobStore(client, result_ttl_s=600, max_backlog=100)
+        store = Producer(client, result_ttl_s=600, max_backlog=100, webhook_max_age_s=60)
+        results_side = Consumer(client, result_ttl_s=600, webhook_max_age_s=60)
         consumer = StreamConsumer(client, "shapes", 1, "w1")
         consumer.ensure_group()
         job, _ = store.enqueue("shapes", [b"a", b"b"], version="1")
         entries = consumer.read(10)
-        store.start([job["id"]], "1")
+        results_side.start([job["id"]], "1")
         client.config_set("maxmemory", client.info("memory")["used_memory"] - 100_000)
         results = [InputResult(e.id, e.job_id, e.idx, output={"top_k": []}) for e in entries]
         with pytest.raises(redis.OutOfMemoryError):
-            store.finish(consumer.model, consumer.version, results)
+            results_side.finish(consumer.model, consumer.version, results)
         assert stream_state(client) == (2, 2)  # both entries still held, neither acked
         assert store.get(job["id"])["n_done"] == "0"
         client.config_set("maxmemory", 0)
-        assert store.finish(consumer.model, consumer.version, results) == [job["id"]]
+        assert results_side.finish(consumer.model, consumer.version, results) == [job["id"]]
         assert store.get(job["id"])["status"] == "succeeded"
         assert stream_state(client) == (0, 0)
     finally:

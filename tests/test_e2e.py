@@ -13,8 +13,8 @@ import redis
 import requests
 
 from demo.shapes import random_examples
-from jobs.store import JobStore
-from tests.procs import ROOT, RedisServer, children, model_processes, start_api, start_worker
+from jobs.producer import Producer
+from stack.processes import ROOT, RedisServer, children, model_processes, start_api, start_worker
 from tests.test_metrics import parse
 
 EXAMPLES = ROOT / "examples"
@@ -124,7 +124,7 @@ def test_json_base64_submit_and_long_poll(stack):
 
 def test_an_undecodable_input_fails_only_its_own_job(stack):
     # Bypass the API's checks, as a bug or another producer might, to reach the worker's guard.
-    store = JobStore(redis.Redis.from_url(stack["redis"].url), 600, 10000)
+    store = Producer(redis.Redis.from_url(stack["redis"].url), 600, 10000, 60)
     bad, _ = store.enqueue("shapes", [b"\x89PNG\r\n\x1a\n not really a png"])
     assert bad["version"] == "1"
     good = submit(stack["base"], [("c.png", (EXAMPLES / "circle.png").read_bytes())])

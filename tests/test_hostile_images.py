@@ -17,10 +17,10 @@ from PIL import Image
 
 from api.app import create_app
 from jobs import keys
-from jobs.streams import live_workers
+from jobs.registry import live_workers
 from tests.hostile_images import (ACCEPTED_CASES, CASES, QUADRANTS, UPRIGHT_SIZE, save,
                                   stored_for_orientation, with_orientation)
-from tests.procs import (ROOT, RedisServer, model_processes, queued_inputs, start_api,
+from stack.processes import (ROOT, RedisServer, model_processes, queued_inputs, start_api,
                          start_worker)
 from tests.test_api import make_repo
 from worker.preprocess import DecodeError, decode_image

@@ -6,19 +6,21 @@ import redis
 
 from jobs import keys
 from jobs.listener import FinishListener
-from jobs.store import RECORD_IN_MESSAGE_MAX, InputResult, JobStore
-from jobs.streams import StreamConsumer
-from tests.procs import RedisServer, wait_for
+from jobs.consumer import RECORD_IN_MESSAGE_MAX, Consumer, InputResult
+from jobs.producer import Producer
+from jobs.stream import StreamConsumer
+from stack.processes import RedisServer, wait_for
 
 OK = {"top_k": [], "metrics": {}}
 
 
 def _store(client):
-    return JobStore(client, result_ttl_s=60, max_backlog=1000, listener=FinishListener(client))
+    return Producer(client, result_ttl_s=60, max_backlog=1000, webhook_max_age_s=60,
+                    listener=FinishListener(client))
 
 
 def _finish_later(store, job_id, entry, delay_s):
-    timer = threading.Timer(delay_s, store.finish, ["m", 1, [
+    timer = threading.Timer(delay_s, Consumer(store.redis, 60, 60).finish, ["m", 1, [
         InputResult(entry.id, job_id, entry.idx, output=OK)]])
     timer.start()
     return timer
@@ -53,14 +55,14 @@ def _many_waiters(r):
         t.start()
     wait_for(lambda: len(store.listener._waiting) == 20, 10, "every thread to wait")
     for j in jobs[:10]:  # only half finish
-        store.finish("m", 1, [InputResult(entries[j].id, j, 0, output=OK)])
+        Consumer(store.redis, 60, 60).finish("m", 1, [InputResult(entries[j].id, j, 0, output=OK)])
     assert len(r.client_list(_type="pubsub")) == 1  # one connection for every waiting thread
     # Each finished job's waiter wakes (long before its 20 s wait ends); the others wait on.
     wait_for(lambda: len(results) == 10, 10, "the finished jobs' waiters")
     assert set(results) == set(jobs[:10])
     assert all(results[j]["status"] == "succeeded" for j in jobs[:10])
     for j in jobs[10:]:
-        store.finish("m", 1, [InputResult(entries[j].id, j, 0, output=OK)])
+        Consumer(store.redis, 60, 60).finish("m", 1, [InputResult(entries[j].id, j, 0, output=OK)])
     for t in threads:
         t.join(10)
     assert all(results[j]["status"] == "succeeded" for j in jobs)
@@ -103,7 +105,7 @@ def test_a_woken_waiter_gets_the_final_record_from_the_message_not_from_a_read()
                                                  "note": "x" * (RECORD_IN_MESSAGE_MAX + 1)}}
         for job_id, reads_after_wake in ((small["id"], 0), (big["id"], 1)):
             entry = entries[job_id]
-            timer = threading.Timer(0.3, store.finish, ["m", 1, [
+            timer = threading.Timer(0.3, Consumer(store.redis, 60, 60).finish, ["m", 1, [
                 InputResult(entry.id, job_id, 0, output=outputs[job_id])]])
             timer.start()
             before = _hgetall_calls(r)
@@ -120,7 +122,7 @@ def test_a_woken_waiter_gets_the_final_record_from_the_message_not_from_a_read()
 
 def test_the_listener_stops_when_idle_and_starts_again(r):
     others = len(r.client_list(_type="pubsub"))  # other tests' listeners
-    store = JobStore(r, 60, 1000, listener=FinishListener(r, idle_exit_s=0.2))
+    store = Producer(r, 60, 1000, 60, listener=FinishListener(r, idle_exit_s=0.2))
     job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     entry = _entries(r, 1)[0]
     assert store.wait(job["id"], timeout_s=0.2)["status"] == "queued"
@@ -155,7 +157,7 @@ def test_waiters_survive_a_redis_restart():
             record=store.wait(job["id"], timeout_s=20)))
         t2.start()
         time.sleep(0.5)
-        store.finish("m", 1, [InputResult(entry.id, job["id"], 0, output=OK)])
+        Consumer(store.redis, 60, 60).finish("m", 1, [InputResult(entry.id, job["id"], 0, output=OK)])
         t2.join(20)
         assert waiter2["record"]["status"] == "succeeded"
         waiter.join(20)

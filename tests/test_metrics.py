@@ -6,8 +6,9 @@ import re
 import pytest
 
 from api.app import create_app
-from jobs.store import InputResult, JobStore
-from jobs.streams import StreamConsumer, heartbeat
+from jobs.consumer import Consumer, InputResult
+from jobs.registry import heartbeat
+from jobs.stream import StreamConsumer
 from tests.test_api import make_repo, png_bytes
 
 SAMPLE = re.compile(r'^([a-z_]+)(?:\{((?:[a-z_]+="[^"\\]*",?)*)\})? (\d+)$')
@@ -66,7 +67,7 @@ def test_metrics_count_jobs_inputs_and_batches_and_show_the_backlog(app, r):
     consumer.ensure_group()
     a0, a1, b0, _ = consumer.read(10)
     ok = {"top_k": [], "metrics": {}}
-    JobStore(r, 60, 10).finish("shapes", 1, [
+    Consumer(r, 60, 60).finish("shapes", 1, [
         InputResult(a0.id, a0.job_id, 0, output=ok), InputResult(a1.id, a1.job_id, 1, output=ok),
         InputResult(b0.id, b0.job_id, 0, error="cannot decode image")], batch=3)
     assert client.post(f"/v1/jobs/{jobs[2]['id']}/cancel").status_code == 200

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from demo.games import games_rule
-from tests.procs import (ROOT, RedisServer, children, model_processes, start_api, start_worker,
+from stack.processes import (ROOT, RedisServer, children, model_processes, start_api, start_worker,
                          wait_for)
 
 EXAMPLES = ROOT / "examples"

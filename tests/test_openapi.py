@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 
 from api.app import create_app
 from api.openapi import OPERATIONS
-from tests.procs import BIN, RedisServer, start_api, start_worker
+from stack.processes import BIN, RedisServer, start_api, start_worker
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance")

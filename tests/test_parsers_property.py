@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from api.app import create_app
 from jobs import keys
-from tests.procs import ROOT, queued_inputs
+from stack.processes import ROOT, queued_inputs
 from tests.test_api import make_repo, png_bytes
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -11,7 +11,7 @@ import tritonclient.http as triton
 
 from demo.games import games_rule
 from jobs import keys
-from tests.procs import ROOT, RedisServer, start_api, start_worker
+from stack.processes import ROOT, RedisServer, start_api, start_worker
 
 EXAMPLES = ["circle.png", "square.png", "triangle.png", "triangle.jpg"]
 LABELS = ["circle", "square", "triangle", "triangle"]

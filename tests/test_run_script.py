@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.procs import ROOT, free_port, wait_for
+from stack.processes import ROOT, free_port, wait_for
 from tests.receiver import Receiver
 
 

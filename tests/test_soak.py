@@ -8,7 +8,7 @@ import pytest
 
 from jobs import keys
 from tests.chaos_tools import Flow, FinishCounter, Stack, job_records, rss_mib, stream_state
-from tests.procs import wait_for
+from stack.processes import wait_for
 
 pytestmark = pytest.mark.chaos
 

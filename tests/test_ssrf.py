@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from webhooks.ssrf import Target, UnsafeURL, check_url, parse_networks, post
+from jobs.ssrf import Target, UnsafeURL, check_url, parse_networks, post
 
 PUBLIC = "93.184.215.14"
 

@@ -10,7 +10,7 @@ import requests
 from PIL import Image
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from tests.procs import ROOT, RedisServer, start_api, start_webhook_worker, start_worker, wait_for
+from stack.processes import ROOT, RedisServer, start_api, start_webhook_worker, start_worker, wait_for
 from tests.receiver import Receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

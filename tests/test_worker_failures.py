@@ -14,8 +14,8 @@ import requests
 from PIL import Image
 
 from jobs import keys
-from jobs.streams import live_workers
-from tests.procs import ROOT, RedisServer, start_api, start_worker, wait_for, wait_until_serving
+from jobs.registry import live_workers
+from stack.processes import ROOT, RedisServer, start_api, start_worker, wait_for, wait_until_serving
 
 CLAIM_IDLE_S = 3
 

@@ -9,7 +9,7 @@ from celery import Celery, bootsteps
 
 from jobs.deliveries import Deliveries
 from jobs.settings import load_settings
-from jobs.store import JobStore
+from jobs.producer import Producer
 from webhooks.attempt import TOTAL_TIMEOUT_S, attempt
 
 log = logging.getLogger("inferq.webhooks")
@@ -31,7 +31,8 @@ app.conf.update(
 )
 
 _redis = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10)
-_store = JobStore(_redis, settings.result_ttl_s, settings.max_backlog)
+_store = Producer(_redis, settings.result_ttl_s, settings.max_backlog,
+                  settings.webhook_max_age_s)
 _deliveries = Deliveries(_redis, _store.delivery_ttl_s)
 
 

@@ -7,16 +7,16 @@ import random
 import time
 
 from jobs.deliveries import DELIVERED, FAILED, PENDING, STOPPED, Deliveries
-from jobs.public import iso, job_json
-from jobs.store import JobStore
+from jobs.producer import Producer
+from jobs.record import iso, job_json
 from webhooks.sign import signed_headers
-from webhooks.ssrf import UnsafeURL, check_url, post
+from jobs.ssrf import UnsafeURL, check_url, post
 
 log = logging.getLogger("inferq.webhooks")
 CONNECT_TIMEOUT_S, TOTAL_TIMEOUT_S = 3.0, 10.0
 
 
-def attempt(deliveries: Deliveries, store: JobStore, settings, webhook_id: str, token: str):
+def attempt(deliveries: Deliveries, store: Producer, settings, webhook_id: str, token: str):
     d = deliveries.take(webhook_id, token)
     if d is None:
         return  # a duplicate task, or a claim that has since run out

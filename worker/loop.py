@@ -10,8 +10,10 @@ from concurrent.futures import Future
 import redis as redis_lib
 
 from batching import BatchPolicy
-from jobs.store import RUNNING, InputResult, JobStore
-from jobs.streams import StreamConsumer
+from jobs.consumer import Consumer, InputResult
+from jobs.record import RUNNING
+from jobs.stream import StreamConsumer
+from worker.errors import describe
 from worker.preprocess import DecodeError, decode_image, decode_tensor
 
 log = logging.getLogger("inferq.worker")
@@ -21,16 +23,6 @@ REDIS_DOWN = (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.BusyL
 # a batch given up would be redelivered until its inputs failed as poison.
 REDIS_FULL = redis_lib.OutOfMemoryError
 
-
-def describe(exc: Exception) -> str:
-    """The message of an exception without TensorFlow's graph traceback, which names our
-    threads and files rather than what went wrong."""
-    lines = [line.strip() for line in str(exc).splitlines()]
-    files = [i for i, line in enumerate(lines) if line.startswith("File ")]
-    if files:
-        lines = lines[files[-1] + 1:]
-    text = " ".join(line for line in lines if line and not line.startswith("[[")).strip()
-    return (text or type(exc).__name__)[:400]
 
 
 class Decoded:
@@ -66,7 +58,7 @@ class ModelLoop:
     def __init__(self, predictor, redis, consumer_name: str, settings, decode_pool):
         self.predictor, self.spec, self.settings = predictor, predictor.spec, settings
         self.consumer = StreamConsumer(redis, self.spec.name, self.spec.version, consumer_name)
-        self.store = JobStore(redis, settings.result_ttl_s, settings.max_backlog)
+        self.store = Consumer(redis, settings.result_ttl_s, settings.webhook_max_age_s)
         self.decode_pool = decode_pool
         self.stopping = threading.Event()
         self.draining = threading.Event()  # read until the stream is empty, then stop

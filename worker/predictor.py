@@ -8,6 +8,7 @@ import numpy as np
 
 from batching import bucket_for, buckets, pad, split
 from jobs.repository import ModelSpec
+from worker.errors import describe
 
 log = logging.getLogger("inferq.worker")
 
@@ -106,7 +107,6 @@ class Predictor:
                 layer.__class__.from_config({**layer.get_config(), "dtype": "mixed_float16"})))
             mixed.set_weights(model.get_weights())
         except Exception as exc:  # SavedModels and subclassed models cannot be cloned
-            from worker.loop import describe  # not at the top: the supervisor imports this module
             log.warning("%s: mixed_precision is not possible (%s); serving float32", name,
                         describe(exc))
             return call

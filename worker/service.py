@@ -16,7 +16,7 @@ import uuid
 
 import redis as redis_lib
 
-from jobs import repository, streams
+from jobs import registry, repository, routing
 from worker import child
 
 log = logging.getLogger("inferq.worker")
@@ -102,7 +102,7 @@ class InferenceService:
         for c in children:
             c.finish(timeout_s=60)
         try:
-            streams.remove_worker(self.redis, self.name)
+            registry.remove_worker(self.redis, self.name)
         except redis_lib.RedisError:
             pass
         log.info("worker %s stopped", self.name)
@@ -118,7 +118,7 @@ class InferenceService:
                 self.tend()
                 if time.monotonic() - last_beat >= self.settings.heartbeat_s:
                     last_beat = time.monotonic()
-                    streams.heartbeat(self.redis, self.name, self.info(),
+                    registry.heartbeat(self.redis, self.name, self.info(),
                                       self.settings.heartbeat_ttl_s)
             except Exception:  # Redis down, a repository mid-write: log, carry on
                 log.exception("worker supervisor")
@@ -173,8 +173,8 @@ class InferenceService:
         served = [v for (n, v), vs in self.desired.items() if n == name and vs.spec]
         ready = [v for v in served
                  if (name, v) in self.active and self.active[(name, v)].state == AVAILABLE]
-        if ready and streams.default_version(self.redis, name) != max(ready):
-            streams.set_default(self.redis, name, max(ready))
+        if ready and routing.default_version(self.redis, name) != max(ready):
+            routing.set_default(self.redis, name, max(ready))
             log.info("model %s: jobs now go to v%d", name, max(ready))
         gone = name not in self.names
         for (n, v), c in list(self.active.items()):
@@ -188,7 +188,7 @@ class InferenceService:
                 # a version that fails to load leaves the previous one serving.
                 self._retire(self.active.pop((n, v)), "drain")
         if gone and not any(n == name for n in self.active):
-            streams.forget_model(self.redis, name)
+            routing.forget_model(self.redis, name)
 
     def _retire(self, c: Child, command: str):
         if c.state == UNAVAILABLE:

@@ -1,8 +1,25 @@
-"""The public JSON form of a job: what GET /v1/jobs/{id} answers and webhooks deliver."""
+"""The job record: its states, its id, the webhook events it raises, and its public JSON form
+(what GET /v1/jobs/{id} answers and webhooks deliver)."""
 import json
+import secrets
 from datetime import datetime, timezone
 
-from jobs.store import FINAL
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+FINAL = (SUCCEEDED, FAILED, CANCELED)
+WEBHOOK_EVENTS = ("started", "completed")
+
+
+def new_job_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def is_job_id(value: str) -> bool:
+    return 16 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
+
+
+def webhook_id(job_id: str, event: str) -> str:
+    """The same id on every attempt of one event, so receivers can drop duplicates."""
+    return f"msg_{job_id}_{event}"
 
 
 def iso(ts) -> str | None:
@@ -10,6 +27,18 @@ def iso(ts) -> str | None:
     if not ts:
         return None
     return datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="milliseconds")
+
+
+def published_record(message: bytes | None) -> dict | None:
+    """The job record a finish message carries (a JSON array of fields and values, as HGETALL
+    gives them), or None when it carries only the status."""
+    if not message or not message.startswith(b"["):
+        return None
+    try:
+        flat = json.loads(message)
+    except ValueError:  # not UTF-8 (Lua's cjson passes bytes as they are): read the job instead
+        return None
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def job_json(record: dict, base_url: str) -> dict:

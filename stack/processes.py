@@ -1,4 +1,4 @@
-"""Start the real pieces as processes for tests: redis-server, the API under gunicorn, workers."""
+"""Start the real pieces as processes: redis-server, the API under gunicorn, workers."""
 import os
 import shutil
 import signal
@@ -169,7 +169,7 @@ def start_worker(redis_url: str, models=None, wait_ready: bool = True, gpu=None,
 
 def wait_until_serving(proc: Proc, redis_url: str, models, timeout_s: float = 120):
     """Wait until this worker process heartbeats that it serves `models`."""
-    from jobs.streams import live_workers
+    from jobs.registry import live_workers
 
     client = redis.Redis.from_url(redis_url)
 

@@ -1,6 +1,5 @@
-"""The worker side of the model streams: read, reclaim from dead consumers, heartbeat."""
-import json
-import time
+"""The model streams as workers read them: one consumer of the shared group, reading new
+entries, reclaiming those of dead consumers, dropping those that need no result."""
 from dataclasses import dataclass
 
 import redis as redis_lib
@@ -15,15 +14,14 @@ class Entry:
     job_id: str
     idx: int
     enqueued_at: float
-    data: bytes | None = None  # its bytes, once JobStore.start has fetched them
+    data: bytes | None = None  # its bytes, once Consumer.start has fetched them
     deliveries: int = 1
     raw: bool = False  # the job wants the model's output rows (the standard protocols)
 
 
 def _entry(entry_id, fields) -> Entry:
-    # An entry queued by an API older than keys.job_input carries its bytes itself.
     return Entry(id=entry_id.decode(), job_id=fields[b"job"].decode(), idx=int(fields[b"idx"]),
-                 enqueued_at=float(fields[b"t"]), data=fields.get(b"data"))
+                 enqueued_at=float(fields[b"t"]))
 
 
 class StreamConsumer:
@@ -85,56 +83,3 @@ class StreamConsumer:
         if not pending:
             self.redis.xgroup_delconsumer(self.stream, keys.GROUP, self.consumer)
 
-
-def backlog(redis, model: str, version) -> int:
-    """Inputs queued or in flight for one version of `model`."""
-    return redis.xlen(keys.stream(model, version))
-
-
-def set_default(redis, model: str, version: int):
-    """Route `model`'s unpinned jobs to `version` from now on."""
-    redis.hset(keys.routing(model), "default", str(version))
-
-
-def forget_model(redis, model: str):
-    """The model was removed: no default version, no longer known to the API."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.delete(keys.routing(model))
-    pipe.srem(keys.models(), model)
-    pipe.execute()
-
-
-def default_version(redis, model: str) -> int | None:
-    value = redis.hget(keys.routing(model), "default")
-    return int(value) if value else None
-
-
-def heartbeat(redis, name: str, info: dict, ttl_s: float):
-    now = time.time()
-    pipe = redis.pipeline(transaction=False)
-    pipe.set(keys.worker(name), json.dumps(info), px=int(ttl_s * 1000))
-    pipe.zadd(keys.workers(), {name: now})
-    pipe.zremrangebyscore(keys.workers(), "-inf", now - 3600)  # forget long-dead workers
-    served = {m["name"] for m in info.get("models", []) if m["state"] == "available"}
-    if served:
-        pipe.sadd(keys.models(), *served)
-    pipe.execute()
-
-
-def remove_worker(redis, name: str):
-    pipe = redis.pipeline(transaction=False)
-    pipe.delete(keys.worker(name))
-    pipe.zrem(keys.workers(), name)
-    pipe.execute()
-
-
-def live_workers(redis, ttl_s: float) -> list[dict]:
-    names = redis.zrangebyscore(keys.workers(), time.time() - ttl_s, "+inf")
-    if not names:
-        return []
-    infos = redis.mget([keys.worker(n.decode()) for n in names])
-    return [json.loads(i) for i in infos if i]
-
-
-def known_models(redis) -> set[str]:
-    return {m.decode() for m in redis.smembers(keys.models())}
