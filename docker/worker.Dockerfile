@@ -13,34 +13,27 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    TF_CPP_MIN_LOG_LEVEL=1
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PYTHONPATH=/app
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone (empty stand-in packages satisfy setuptools), so
-# that a code change does not reinstall TensorFlow and the CUDA wheels (several GB).
+# Dependencies from pyproject.toml alone (installing the project adds no modules), so a code
+# change does not reinstall TensorFlow and the CUDA wheels (several GB).
 COPY pyproject.toml README.md ./
 # Versions are bounded by pyproject.toml (no lock file).
 # hadolint ignore=DL3013
 RUN set -eux; \
     case "$INFERQ_TF_EXTRA" in cpu|gpu) ;; \
       *) echo "INFERQ_TF_EXTRA must be cpu or gpu, not '$INFERQ_TF_EXTRA'" >&2; exit 1 ;; esac; \
-    for p in api worker jobs batching demo webhooks; do mkdir -p "$p"; touch "$p/__init__.py"; done; \
     pip install --no-cache-dir ".[worker,${INFERQ_TF_EXTRA}]"; \
-    pip uninstall -y inferq; \
-    rm -rf api worker jobs batching demo webhooks build ./*.egg-info
+    rm -rf build ./*.egg-info; \
+    python -c "import celery, redis, PIL, numpy, cv2, simplejpeg, tensorflow as tf; print('tensorflow', tf.__version__)"
 
-# The code. All packages listed in pyproject.toml must be present for `pip install .`.
-COPY api ./api
+# The code the worker imports: worker/, the batching core and the shared core.
 COPY worker ./worker
-COPY jobs ./jobs
 COPY batching ./batching
-COPY demo ./demo
-COPY webhooks ./webhooks
-
-RUN pip install --no-cache-dir --no-deps . \
-    && rm -rf build ./*.egg-info \
-    && python -c "import celery, redis, PIL, numpy, cv2, simplejpeg, tensorflow as tf; print('tensorflow', tf.__version__)"
+COPY jobs ./jobs
 
 RUN groupadd --gid 10001 inferq \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin inferq

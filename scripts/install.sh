@@ -37,6 +37,6 @@ want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "install.sh: installing Python packages ($extras) into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+  "$VENV/bin/python" -m pip install -q ".[$extras]"
   echo "$want" > "$stamp"
 fi

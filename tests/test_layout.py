@@ -1,0 +1,89 @@
+"""The codebase's boundaries, read from its source: which package may import which, and what
+installing the project puts into site-packages."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("api", "worker", "webhooks", "jobs", "batching", "demo", "bench", "stack", "tests")
+
+# What each package must never import: the front ends use the shared core (jobs, batching),
+# never the reverse, and no front end reaches into another.
+FORBIDDEN = {
+    "jobs": {"api", "worker", "webhooks", "demo", "bench", "stack", "tests", "flask", "celery",
+             "tensorflow"},
+    "batching": {"api", "worker", "webhooks", "jobs", "demo", "bench", "stack", "tests", "redis",
+                 "celery", "tensorflow", "flask"},
+    "api": {"worker", "webhooks", "demo", "bench", "stack", "tests", "tensorflow", "celery"},
+    "worker": {"api", "webhooks", "demo", "bench", "stack", "tests", "flask"},
+    "webhooks": {"api", "worker", "demo", "bench", "stack", "tests", "tensorflow", "flask"},
+    "stack": {"api", "worker", "webhooks", "demo", "bench", "tests"},
+    "bench": {"tests"},
+}
+
+
+def modules():
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            yield package, path
+
+
+def imported(path: Path) -> set[str]:
+    """Every module name `path` imports, anywhere in it (top level or inside a function)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_imports_point_from_the_front_ends_down_to_the_shared_core():
+    found = []
+    for package, path in modules():
+        for name in imported(path):
+            if name.split(".")[0] in FORBIDDEN.get(package, ()):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert found == []
+
+
+def test_no_two_modules_import_each_other():
+    graph = {}
+    for _package, path in modules():
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        graph[module.removesuffix(".__init__")] = {n for n in imported(path)}
+    cycles = []
+    for module, deps in graph.items():
+        for dep in deps:
+            if dep != module and dep in graph and module in graph[dep]:
+                cycles.append(tuple(sorted((module, dep))))
+    assert sorted(set(cycles)) == []
+
+
+def test_redis_keys_are_named_in_one_module():
+    """Every key is built in jobs/keys.py: a literal "inferq:" prefix anywhere else is a key
+    that module does not know about."""
+    found = [str(path.relative_to(ROOT)) for package, path in modules()
+             if package in ("api", "worker", "webhooks", "jobs") and path.name != "keys.py"
+             and '"inferq:' in path.read_text()]
+    assert found == []
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> set[str]:
+    """The top-level names that `pip install .` puts into site-packages."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
+    return {p.name.removesuffix(".py") for p in target.iterdir()
+            if not p.name.endswith((".dist-info", ".egg-info"))}
+
+
+def test_installing_the_project_adds_no_top_level_modules(installed):
+    assert installed & set(PACKAGES) == set()
+    assert installed <= {"bin", "__pycache__"}  # nothing of ours at all
