@@ -126,7 +126,8 @@ class TopK(BaseModel):
 
 class Output(BaseModel):
     index: int
-    status: Literal["pending", "succeeded", "failed"]
+    status: Literal["pending", "succeeded", "failed", "canceled"] = Field(description=(
+        "canceled: the job was canceled before this input finished"))
     top_k: list[TopK] | None = Field(None, description="Models with labels")
     output: list[Any] | None = Field(None, description="Tensor models: the raw output row")
     error: str | None = None

@@ -44,12 +44,14 @@ def published_record(message: bytes | None) -> dict | None:
 def job_json(record: dict, base_url: str) -> dict:
     """The public form of a job record; `base_url` is where clients reach the API."""
     n = int(record["n_inputs"])
+    # A finished job has no pending output: a canceled job's unfinished ones are canceled.
+    unfinished = CANCELED if record["status"] == CANCELED else "pending"
     outputs = []
     for i in range(n):
         raw = record.get(f"out:{i}")
-        out = {"index": i, "status": "pending"} if raw is None else {"index": i, **json.loads(raw)}
+        out = {"index": i, "status": unfinished} if raw is None else {"index": i, **json.loads(raw)}
         if raw is not None:
-            out["status"] = "failed" if "error" in out else "succeeded"
+            out["status"] = FAILED if "error" in out else SUCCEEDED
         outputs.append(out)
     metrics = [o["metrics"] for o in outputs if "metrics" in o]
     base = base_url.rstrip("/") + f"/v1/jobs/{record['id']}"
