@@ -32,8 +32,9 @@ Event = Annotated[Literal[WEBHOOK_EVENTS], BeforeValidator(_strip)]
 
 class WebhookOptions(BaseModel):
     webhook: str | None = Field(None, max_length=2048, description=(
-        "An http(s) URL that gets a signed POST of the job (Standard Webhooks). Needs "
-        "INFERQ_WEBHOOK_SECRET on the server."))
+        "An http(s) URL that gets a signed POST for each event (Standard Webhooks): "
+        "`{\"type\": \"job.started\" or \"job.completed\", \"timestamp\", \"data\": the job "
+        "as it was then}`. Needs INFERQ_WEBHOOK_SECRET on the server."))
     webhook_events_filter: list[Event] | None = Field(None, min_length=1, description=(
         "Which events to send; the default is [\"completed\"]. Needs a webhook."))
 
