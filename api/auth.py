@@ -17,6 +17,11 @@ from jobs.settings import SettingsError
 log = logging.getLogger("inferq.api")
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_KEY_CHARS = 16
+# How the keys in .env.example begin: an API that copied them would be open to anyone who
+# read the example.
+PLACEHOLDER = "change-me"
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+BEARER = "`Authorization: Bearer <key>`"
 RELOAD_CHECK_S = 2.0  # how often a key file is looked at for changes
 # Endpoints any caller may reach: liveness and readiness probes carry no tenant data.
 HEALTH = {"health.healthz", "health.readyz", "kserve.live", "kserve.ready"}
@@ -61,6 +66,9 @@ def parse_keys(spec: str, variable: str) -> dict[str, str]:
             raise SettingsError(f"{variable} {where}: expected a key and a tenant "
                                 "(`key=tenant` pairs, or `key tenant` lines in a @file)")
         key, tenant = words[0].strip(), words[1].strip()
+        if key.lower().startswith(PLACEHOLDER):
+            raise SettingsError(f"{variable} {where}: {key!r} is the placeholder from "
+                                f".env.example, not a key; make a key with: {MAKE_A_KEY}")
         if len(key) < MIN_KEY_CHARS or not key.isprintable() or " " in key:
             raise SettingsError(f"{variable} {where}: keys must be at least {MIN_KEY_CHARS} "
                                 "printable characters without spaces")
@@ -142,16 +150,32 @@ def authenticate():
     if request.endpoint in HEALTH or (ctx.settings.public_docs and request.endpoint in DOCS):
         g.caller = None
         return
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthorized", "this server needs an API key: send "
-                       "`Authorization: Bearer <key>`",
-                       {"WWW-Authenticate": 'Bearer realm="inferq"'})
-    caller = keyring.lookup(key.strip())
+    caller = keyring.lookup(_bearer_key())
     if caller is None:
         raise ApiError(401, "invalid_key", "the API key is not valid (unknown or revoked)",
                        {"WWW-Authenticate": 'Bearer realm="inferq", error="invalid_token"'})
     g.caller = caller
+
+
+def _bearer_key() -> str:
+    """The key of `Authorization: Bearer <key>`, or a 401 that says what was wrong with what
+    came instead."""
+    header = request.headers.get("Authorization", "").strip()
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    if scheme.lower() == "bearer":
+        why = "the Authorization header has no key after `Bearer`"
+    elif header and not key:  # the key alone: never echoed
+        why = "the Authorization header needs the word `Bearer` before the key"
+    elif header:
+        why = "the Authorization scheme must be Bearer"
+    elif "X-API-Key" in request.headers:
+        why = "the key goes in the Authorization header, not in X-API-Key"
+    else:
+        why = "this server needs an API key"
+    raise ApiError(401, "unauthorized", f"{why}: send {BEARER}",
+                   {"WWW-Authenticate": 'Bearer realm="inferq"'})
 
 
 def caller() -> Caller:

@@ -1,10 +1,12 @@
 """What a newcomer meets in the first hour: webhook event bodies, errors that say what to do,
 `/` and `/favicon.ico`, the docs offline, an unwritable model repository. Against a real
 redis-server; no worker."""
+import io
 import json
 
 import pytest
 
+from api.app import create_app
 from jobs.consumer import Consumer, InputResult
 from jobs.deliveries import Deliveries
 from jobs.producer import Producer
@@ -12,6 +14,7 @@ from jobs.settings import load_settings
 from jobs.stream import StreamConsumer
 from stack.processes import wait_for
 from tests.receiver import Receiver
+from tests.test_api import make_repo, png_bytes
 from webhooks.attempt import attempt
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -90,3 +93,17 @@ def test_a_canceled_job_sends_completed_with_its_outputs_canceled(r, receiver):
     body = json.loads(req["body"])
     assert body["type"] == "job.completed" and body["data"]["status"] == "canceled"
     assert [o["status"] for o in body["data"]["outputs"]] == ["canceled", "canceled"]
+
+
+# --- errors that say what to do ---------------------------------------------------------------
+
+def test_a_refused_local_webhook_names_the_setting_that_allows_it(redis_url, tmp_path):
+    make_repo(tmp_path)
+    client = create_app({"redis_url": redis_url, "model_repository": str(tmp_path),
+                         "webhook_secret": SECRET}).test_client()
+    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.1/hook", "http://[::1]/hook"):
+        resp = client.post("/v1/models/shapes/jobs", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(png_bytes()), "a.png"), "webhook": url})
+        assert resp.status_code == 400 and resp.json["error"]["code"] == "invalid_webhook"
+        assert resp.json["error"]["message"].endswith(
+            "a server operator can allow such networks with INFERQ_WEBHOOK_ALLOW_NETWORKS"), url
