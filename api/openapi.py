@@ -89,6 +89,7 @@ ERRORS = {
     422: "The Idempotency-Key was used for a different request",
     429: "Over the tenant's rate limit; retry after Retry-After seconds",
     503: "Overloaded, no version served yet, or the job store is unavailable",
+    507: "The model repository cannot be written (permissions, a read-only or full disk)",
 }
 
 
@@ -148,11 +149,13 @@ OPERATIONS: dict[str, Op] = {
                        body={"multipart/form-data": s.UploadForm},
                        responses={201: ok(s.ModelChange, "Written; workers load it",
                                           "Location"),
-                                  **errors(400, 403, 409, 413)}),
+                                  **errors(400, 403, 409, 413, 507)}),
     "admin.remove_version": Op("Unload and remove a model version (admin key)", {
-        202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
+        202: ok(s.ModelChange, "Removed; workers unload it"),
+        **errors(400, 403, 404, 503, 507)}),
     "admin.remove_model": Op("Unload and remove a model (admin key)", {
-        202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
+        202: ok(s.ModelChange, "Removed; workers unload it"),
+        **errors(400, 403, 404, 503, 507)}),
     "health.healthz": Op("The API process is up", {200: ok(s.Health)}),
     "metrics.metrics": Op("Counters and gauges for Prometheus", {
         200: Resp("The Prometheus text format, version 0.0.4",

@@ -84,7 +84,7 @@ class UploadForm(BaseModel):
     """Multipart model upload (needs INFERQ_MODEL_ADMIN=1)."""
     model: bytes = Field(description="A .keras or .h5 file, or a .zip of a SavedModel")
     config: str | None = Field(None, description="The model's config.json (needed for a new "
-                               "model)")
+                               "model; a new version without one takes its model's)")
 
 
 class JobQuery(BaseModel):
