@@ -1,6 +1,7 @@
 """API keys and tenants. With INFERQ_API_KEYS or INFERQ_ADMIN_KEYS set, every endpoint except
-health (and, by default, the API docs) needs `Authorization: Bearer <key>`; the key names the
-tenant that owns the jobs it makes. With no keys set the API is open (local development)."""
+health, `/` (and, by default, the API docs) needs `Authorization: Bearer <key>`; the key
+names the tenant that owns the jobs it makes. With no keys set the API is open (local
+development)."""
 import hashlib
 import logging
 import os
@@ -23,9 +24,11 @@ PLACEHOLDER = "change-me"
 MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 BEARER = "`Authorization: Bearer <key>`"
 RELOAD_CHECK_S = 2.0  # how often a key file is looked at for changes
-# Endpoints any caller may reach: liveness and readiness probes carry no tenant data.
+# Endpoints any caller may reach: liveness and readiness probes carry no tenant data, nor do
+# the index and the icon; the docs are open unless INFERQ_PUBLIC_DOCS=0.
 HEALTH = {"health.healthz", "health.readyz", "kserve.live", "kserve.ready"}
-DOCS = {"openapi.document", "openapi.docs"}
+PUBLIC = HEALTH | {"index.index", "index.favicon"}
+DOCS = {"openapi.document", "openapi.docs", "openapi.docs_asset"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def authenticate():
     if not keyring.enabled:
         g.caller = OPEN
         return
-    if request.endpoint in HEALTH or (ctx.settings.public_docs and request.endpoint in DOCS):
+    if is_open(request.endpoint, ctx.settings):
         g.caller = None
         return
     caller = keyring.lookup(_bearer_key())
@@ -155,6 +158,11 @@ def authenticate():
         raise ApiError(401, "invalid_key", "the API key is not valid (unknown or revoked)",
                        {"WWW-Authenticate": 'Bearer realm="inferq", error="invalid_token"'})
     g.caller = caller
+
+
+def is_open(endpoint: str | None, settings) -> bool:
+    """Whether the endpoint answers without a key."""
+    return endpoint in PUBLIC or (settings.public_docs and endpoint in DOCS)
 
 
 def _bearer_key() -> str:

@@ -221,6 +221,21 @@ class ModelChange(BaseModel):
     state: Literal["loading", "unloading"]
 
 
+class IndexLinks(BaseModel):
+    openapi: str
+    docs: str
+    models: str
+    health: str
+
+
+class Index(BaseModel):
+    name: str
+    description: str
+    links: IndexLinks
+    authentication: str | None = Field(None, description="How to send a key, when the server "
+                                       "has keys")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

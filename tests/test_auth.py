@@ -42,13 +42,14 @@ def submit(client, headers, **kw):
 
 def test_every_endpoint_but_health_and_docs_needs_a_key(client):
     app = client.application
-    open_endpoints = auth.HEALTH | auth.DOCS | {"static"}
+    open_endpoints = auth.PUBLIC | auth.DOCS | {"static"}
     checked = 0
     for rule in app.url_map.iter_rules():
         if rule.endpoint in open_endpoints:
             continue
         url = rule.rule.replace("<model>", "shapes").replace("<int:version>", "1").replace(
-            "<job_id>", "0" * 32).replace("<path:filename>", "x")
+            "<job_id>", "0" * 32).replace("<path:filename>", "x").replace(
+            "<asset>", "swagger-ui.css")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             for headers in ({}, {"Authorization": "Bearer not-a-key-0123456789"},
                             {"Authorization": f"Basic {KEY_A}"}):
@@ -58,8 +59,10 @@ def test_every_endpoint_but_health_and_docs_needs_a_key(client):
                 assert resp.headers["WWW-Authenticate"].startswith("Bearer")
                 checked += 1
     assert checked >= 3 * 20  # every route of the API, not a handful
-    for url in ("/healthz", "/v2/health/live", "/openapi.json", "/docs"):
+    for url in ("/healthz", "/v2/health/live", "/openapi.json", "/docs",
+                "/docs/assets/swagger-ui.css", "/"):
         assert client.get(url).status_code == 200, url
+    assert client.get("/favicon.ico").status_code == 204
     assert client.get("/readyz").status_code == 503  # no worker: not ready, but not 401 either
 
 
@@ -82,8 +85,9 @@ def test_a_key_sent_another_way_is_told_the_expected_form(client, headers, why):
 
 def test_docs_can_be_closed_too(redis_url, repo):
     client = make_app(redis_url, repo, public_docs=False).test_client()
-    assert client.get("/openapi.json").status_code == 401
-    assert client.get("/openapi.json", headers=AUTH_A).status_code == 200
+    for url in ("/openapi.json", "/docs", "/docs/assets/swagger-ui-bundle.js"):
+        assert client.get(url).status_code == 401, url
+        assert client.get(url, headers=AUTH_A).status_code == 200, url
     assert client.get("/healthz").status_code == 200
 
 

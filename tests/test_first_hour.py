@@ -2,6 +2,7 @@
 `/` and `/favicon.ico`, the docs offline, an unwritable model repository. Against a real
 redis-server; no worker."""
 import io
+import re
 import json
 
 import pytest
@@ -107,3 +108,50 @@ def test_a_refused_local_webhook_names_the_setting_that_allows_it(redis_url, tmp
         assert resp.status_code == 400 and resp.json["error"]["code"] == "invalid_webhook"
         assert resp.json["error"]["message"].endswith(
             "a server operator can allow such networks with INFERQ_WEBHOOK_ALLOW_NETWORKS"), url
+
+
+# --- / and /favicon.ico ------------------------------------------------------------------------
+
+KEY = "key-a-0123456789abcdef"
+
+
+@pytest.mark.parametrize("keys", ["", f"{KEY}=alpha"])
+def test_the_root_is_an_index_of_the_api_without_a_key(redis_url, tmp_path, keys):
+    make_repo(tmp_path)
+    client = create_app({"redis_url": redis_url, "model_repository": str(tmp_path),
+                         "api_keys": keys}).test_client()
+    resp = client.get("/")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    index = resp.json
+    assert index["name"] == "inferq"
+    assert index["links"] == {"openapi": "/openapi.json", "docs": "/docs",
+                              "models": "/v1/models", "health": "/healthz"}
+    # Each link answers (the models with a key, when the server has keys).
+    auth = {"Authorization": f"Bearer {KEY}"} if keys else {}
+    for link in index["links"].values():
+        assert client.get(link, headers=auth).status_code == 200, link
+    assert ("Authorization: Bearer <key>" in index.get("authentication", "")) == bool(keys)
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 204 and icon.data == b""
+
+
+# --- /docs offline ------------------------------------------------------------------------------
+
+def test_the_docs_page_loads_nothing_from_elsewhere(redis_url):
+    client = create_app({"redis_url": redis_url}).test_client()
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert not re.search(r"(https?:)?//", html), "the page names an external URL"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert {"docs/assets/swagger-ui.css", "docs/assets/swagger-ui-bundle.js"} <= set(assets)
+    types = {".css": "text/css", ".js": "text/javascript", ".png": "image/png",
+             ".json": "application/json"}
+    for asset in assets:
+        resp = client.get("/" + asset)  # relative to /docs
+        assert resp.status_code == 200, asset
+        assert resp.mimetype == types[asset[asset.rindex("."):]], asset
+        assert len(resp.data) > 100, asset
+    assert b"SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").data
+    missing = client.get("/docs/assets/index.html")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
