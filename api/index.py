@@ -15,7 +15,8 @@ def index():
             "models", "links": {"openapi": "/openapi.json", "docs": "/docs",
                                 "models": "/v1/models", "health": "/healthz"}}
     if ctx.keyring.enabled:
-        body["authentication"] = f"every endpoint but /, health and docs needs {BEARER}"
+        needless = "/, health and the docs" if ctx.settings.public_docs else "/ and health"
+        body["authentication"] = f"send {BEARER} (every endpoint but {needless} needs it)"
     return jsonify(body)
 
 
