@@ -4,10 +4,10 @@
 
 It listens on 127.0.0.1:PORT (default 9000), checks each request's Standard Webhooks signature
 with the secrets in INFERQ_WEBHOOK_SECRET (comma-separated, as the server takes them), prints
-the event's type and the job's status, and answers 204 (400 when the signature is wrong).
-A webhook-id seen before is a retry of the same event: it is answered and not printed again.
-With --events N it exits after N events: 0 if every signature was right, else 1 (also 1 when
-no event came for --timeout seconds). The server refuses loopback URLs unless it runs with
+the event's type and the job's status, and answers 204 (400 when the signature is wrong or the
+body is not a job event). A webhook-id seen before is a retry of the same event: it is answered
+and not printed again. With --events N it exits after N events: 0 if each was a correctly
+signed job event, else 1 (also 1 when no event came for --timeout seconds). The server refuses loopback URLs unless it runs with
 INFERQ_WEBHOOK_ALLOW_NETWORKS=127.0.0.1/32.
 """
 import argparse
@@ -49,19 +49,21 @@ def main(argv=None) -> int:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             try:
                 event = verify(secrets, body, dict(self.headers))
-            except WebhookVerificationError as exc:
+                line = (f"{event['type']}  job {event['data']['id']}  "
+                        f"status {event['data']['status']}")
+            except (WebhookVerificationError, KeyError, TypeError, ValueError) as exc:
+                why = exc if isinstance(exc, WebhookVerificationError) else (
+                    "not a job event: expected {type, timestamp, data: <the job>}")
                 outcome["bad"] += 1
                 outcome["events"] += 1
-                print(f"refused: {exc}", flush=True)
+                print(f"refused: {why}", flush=True)
                 self.send_response(400)
             else:
                 webhook_id = self.headers["webhook-id"]
                 if webhook_id not in seen:
                     seen.add(webhook_id)
                     outcome["events"] += 1
-                    job = event["data"]
-                    print(f"{event['type']}  job {job['id']}  status {job['status']}",
-                          flush=True)
+                    print(line, flush=True)
                 self.send_response(204)
             self.end_headers()
 
