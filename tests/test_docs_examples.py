@@ -46,7 +46,7 @@ STACK_COMMANDS = {
     "celery -A worker.app worker": "stack.processes.start_worker runs it (tests/test_e2e.py)",
     "celery -A webhooks.app worker": "stack.processes.start_webhook_worker runs it "
                                      "(tests/test_webhooks.py)",
-    "gunicorn": "stack.processes.start_api runs it (tests/test_api.py)",
+    "gunicorn": "stack.processes.start_api runs it (tests/test_e2e.py)",
 }
 SERVED_MODELS = ["shapes", "games"]  # what the examples send jobs to
 BLOCK_TIMEOUT_S = 600  # for all of one file's blocks
