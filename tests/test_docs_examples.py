@@ -34,7 +34,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Blocks of these commands are not run here; what covers each instead:
 STACK_COMMANDS = {
-    "make run": "tests/test_run_script.py runs scripts/run.sh as a user does",
+    "make run": "tests/test_run_script.py runs make run's script as a user does",
     "make test": "the suite itself",
     "make chaos": "the suite itself (pytest -m chaos)",
     "make bench": "make bench-quick, run in CI (bench/README.md)",
