@@ -64,7 +64,7 @@ def attempt_as_if_created(r, settings, producer, deliveries, job_id: str, age_s:
     the webhook worker does. The delivery afterwards."""
     [(webhook_id, token)] = deliveries.claim_due(lease_s=60)
     r.hset(keys.delivery(webhook_id), "created_at", repr(time.time() - age_s))
-    attempt(deliveries, producer, settings, webhook_id, token)
+    attempt(deliveries, settings, webhook_id, token)
     [d] = deliveries.for_job(job_id)
     return d
 
