@@ -3,9 +3,11 @@ consumes the `webhooks` queue. A bootstep thread claims due deliveries from Redi
 task per claim; each task makes one attempt."""
 import logging
 import threading
+import warnings
 
 import redis as redis_lib
 from celery import Celery, bootsteps
+from celery.platforms import SecurityWarning
 
 from jobs.deliveries import Deliveries
 from jobs.settings import load_settings
@@ -19,6 +21,12 @@ DRAIN_EVERY_S = 0.2
 # A claimed delivery is claimed again if its attempt has not ended by then (lost task, dead
 # worker). Well above one attempt's longest time.
 LEASE_S = TOTAL_TIMEOUT_S * 6
+
+if settings.log_level != "DEBUG":
+    # Below DEBUG, no start-up lines a user does nothing with: Celery's warning about running
+    # as root (the image runs as UID 10001, and only JSON is accepted) and its mingle lines.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    logging.getLogger("celery.worker.consumer.mingle").setLevel(logging.WARNING)
 
 app = Celery("inferq-webhooks", broker=settings.redis_url)
 app.conf.update(
