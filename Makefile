@@ -10,7 +10,7 @@ install:
 	@scripts/install.sh
 
 run: install
-	@scripts/run.sh
+	@$(PY) scripts/run.py
 
 test: install
 	$(PY) -m pytest -q -m "not chaos"

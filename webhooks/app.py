@@ -23,10 +23,12 @@ DRAIN_EVERY_S = 0.2
 LEASE_S = TOTAL_TIMEOUT_S * 6
 
 if settings.log_level != "DEBUG":
-    # Below DEBUG, no start-up lines a user does nothing with: Celery's warning about running
-    # as root (the image runs as UID 10001, and only JSON is accepted) and its mingle lines.
+    # Below DEBUG, no lines a user does nothing with: Celery's warning about running as root
+    # (the image runs as UID 10001, and only JSON is accepted), its mingle lines, and its
+    # "received" and "succeeded" lines around each attempt, which logs one line of its own.
     warnings.filterwarnings("ignore", category=SecurityWarning)
-    logging.getLogger("celery.worker.consumer.mingle").setLevel(logging.WARNING)
+    for name in ("celery.worker.consumer.mingle", "celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 app = Celery("inferq-webhooks", broker=settings.redis_url)
 app.conf.update(
