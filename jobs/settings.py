@@ -130,7 +130,8 @@ class Settings:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 
 
 def _valid_host(host: str) -> bool:

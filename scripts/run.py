@@ -445,7 +445,8 @@ def banner(host, port, demo, ready, run_dir, dev_key, dev_secret, env) -> str:
     lines = ["", f"inferq is ready on http://{where}:{port} ({who}). Ctrl-C stops it."]
     if demo:
         lines += ["Try:",
-                  f"  curl {auth}-F image=@examples/circle.png {where}:{port}/v1/models/{demo}/jobs",
+                  f"  curl {auth}-F image=@examples/circle.png "
+                  f"{where}:{port}/v1/models/{demo}/jobs",
                   f"  curl {auth}'{where}:{port}/v1/jobs/<id>?wait=10'"]
     else:
         lines += [f"Models served: {', '.join(ready.get('models', []))}"]

@@ -14,7 +14,9 @@ FAKE_PYTHON = """#!/bin/sh
 echo "Collecting flask"
 echo "  Building wheel for inferq-server (pyproject.toml) ... done"
 echo "[notice] A new release of pip is available"
-case "$*" in *"$FAIL_ON"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1;; esac
+case "$*" in
+  *"$FAIL_ON"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1;;
+esac
 """
 
 
