@@ -6,6 +6,8 @@ import sys
 from api.auth import Keyring
 from jobs.settings import Settings, SettingsError, load_settings
 
+PROGRAM = "inferq"  # what its lines start with, as `make run`'s do
+
 
 def check(environ=None) -> Settings:
     """The settings, with the key lists parsed. Raises SettingsError naming the variable."""
@@ -20,10 +22,10 @@ def check_or_exit(environ=None) -> Settings:
     try:
         return check(environ)
     except SettingsError as exc:
-        print(f"inferq: {exc}", file=sys.stderr, flush=True)
+        print(f"{PROGRAM}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
     check_or_exit()
-    print("inferq: settings and API keys are valid")
+    print(f"{PROGRAM}: settings and API keys are valid")
