@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.preflight import check  # noqa: E402  (the checkout is not installed: see above)
+from api.preflight import check  # noqa: E402  (the checkout is not installed)
 from jobs.settings import SettingsError  # noqa: E402
 
 DEMO_MODEL = "shapes"
@@ -61,7 +61,7 @@ def die_with_parent():
         LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
-class Requests:
+class Stops:
     """Stop requests: signals to this process, and signals to `make` when make runs it.
 
     make passes SIGTERM on to its children, but on SIGINT sent to make alone it passes nothing:
@@ -173,13 +173,15 @@ class Service:
 
 
 class Stack:
-    def __init__(self, env: dict, run_dir: Path, quiet: bool, requests: Requests):
-        self.env, self.run_dir, self.quiet, self.requests = env, run_dir, quiet, requests
-        self.redis: Service | None = None
-        self.services: list[Service] = []  # in the order they are stopped
+    """The processes started so far: Redis, and the others in the order they are stopped."""
 
-    def start(self, name, log, args, env=None) -> Service:
-        service = Service(name, log, args, env or self.env, self.run_dir, self.quiet)
+    def __init__(self, env: dict, run_dir: Path, quiet: bool, stops: Stops):
+        self.env, self.run_dir, self.quiet, self.stops = env, run_dir, quiet, stops
+        self.redis: Service | None = None
+        self.services: list[Service] = []  # the last started first
+
+    def start(self, name, log, args) -> Service:
+        service = Service(name, log, args, self.env, self.run_dir, self.quiet)
         if log == "redis":
             self.redis = service
         else:
@@ -216,8 +218,8 @@ class Stack:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         forced = False
         while any(s.alive() for s in group):
-            self.requests.poll()
-            if not forced and (self.requests.count > 1 or time.monotonic() > deadline):
+            self.stops.poll()
+            if not forced and (self.stops.count > 1 or time.monotonic() > deadline):
                 forced = True
                 for s in group:
                     if s.alive():
@@ -249,7 +251,7 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def reach(host: str) -> str:
+def reach(host: str) -> tuple[str, str]:
     """Who can reach the API bound to `host`, and the host name that reaches it from here."""
     try:
         address = ipaddress.ip_address(host)
@@ -290,7 +292,7 @@ def not_ready_reason(base: str) -> str:
 
 def main() -> int:
     os.chdir(ROOT)
-    requests = Requests()
+    stops = Stops()
     venv = Path(os.environ.get("VENV", ".venv"))
     run_dir = Path(os.environ.get("INFERQ_RUN_DIR") or ".run")
     (run_dir / "redis").mkdir(parents=True, exist_ok=True)
@@ -320,6 +322,10 @@ def main() -> int:
     except SettingsError as exc:
         say(str(exc), err=True)
         return 2
+    redis_port = os.environ.get("INFERQ_REDIS_PORT") or str(free_port())
+    if not redis_port.isdigit() or not 0 < int(redis_port) < 65536:
+        say(f"INFERQ_REDIS_PORT must be a port number, got {redis_port!r}", err=True)
+        return 2
     host, port = settings.api_host, settings.api_port
     if not port_free(host, port):
         say(f"port {port} on {host} is in use (another inferq?): set INFERQ_API_PORT to a "
@@ -327,21 +333,23 @@ def main() -> int:
         return 2
     quiet = settings.log_level != "DEBUG"
     level = settings.log_level
-    stack = Stack(env, run_dir, quiet, requests)
+    stack = Stack(env, run_dir, quiet, stops)
     try:
-        return run(stack, env, venv, settings, level, dev_key, dev_secret)
+        return run(stack, env, venv, settings, level, int(redis_port), dev_key, dev_secret)
     finally:
-        if requests.count:
-            say(f"stopping ({requests.reason}): the workers and the API, then Redis")
+        if stops.count:
+            say(f"stopping ({stops.reason}): the workers and the API, then Redis")
+        elif any(s.alive() for s in stack.all()):
+            say("stopping the other processes")
         stack.stop()
-        if requests.count:
+        if stops.count:
             say("stopped")
 
 
-def run(stack: Stack, env: dict, venv: Path, settings, level: str, dev_key, dev_secret) -> int:
-    requests, run_dir, quiet = stack.requests, stack.run_dir, stack.quiet
+def run(stack: Stack, env: dict, venv: Path, settings, level: str, redis_port: int, dev_key,
+        dev_secret) -> int:
+    stops, run_dir, quiet = stack.stops, stack.run_dir, stack.quiet
     if not os.environ.get("INFERQ_REDIS_URL"):
-        redis_port = int(os.environ.get("INFERQ_REDIS_PORT") or free_port())
         # AOF fsynced every second; noeviction so a full Redis refuses new jobs instead of
         # dropping queued ones; hz 100 so short blocking reads return on time.
         redis = stack.start("Redis", "redis", [
@@ -354,7 +362,7 @@ def run(stack: Stack, env: dict, venv: Path, settings, level: str, dev_key, dev_
         env["INFERQ_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         deadline = time.monotonic() + 10
         while not redis_answers(redis_port):
-            if requests.poll():
+            if stops.poll():
                 return 0
             if not redis.alive():
                 stack.report_exit(redis, starting=True)
@@ -383,7 +391,7 @@ def run(stack: Stack, env: dict, venv: Path, settings, level: str, dev_key, dev_
     ready, served = None, []
     while not ready:
         stack.echo()
-        if requests.poll():
+        if stops.poll():
             return 0
         service = stack.exited()
         if service:
@@ -405,7 +413,7 @@ def run(stack: Stack, env: dict, venv: Path, settings, level: str, dev_key, dev_
     stack.echo()
     print(banner(host, port, demo, ready, run_dir, dev_key, dev_secret, env), flush=True)
     # Up until a stop is asked for, or one of the processes exits.
-    while not requests.poll():
+    while not stops.poll():
         stack.echo()
         service = stack.exited()
         if service:
