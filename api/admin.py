@@ -2,12 +2,14 @@
 repository; the workers notice the change, load or unload, and report it in their heartbeats.
 With API keys set, these need an admin key (INFERQ_ADMIN_KEYS); with none set (an open,
 development API), they are off unless INFERQ_MODEL_ADMIN=1."""
+import errno
 import json
 import logging
 import os
 import secrets
 import shutil
 import zipfile
+from contextlib import contextmanager
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -19,7 +21,13 @@ from jobs import repository, routing
 bp = Blueprint("admin", __name__)
 log = logging.getLogger("inferq.api")
 MODEL_FILES = {".keras": "model.keras", ".h5": "model.h5"}
+ACCEPTED = "a .keras or .h5 file, or a .zip of a SavedModel directory"
 MAX_ZIP_FILES = 10_000
+# An HDF5 file's signature, at offset 0 or (after a user block) 512, 1024, 2048, ...
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# What a failed write of the repository means for whoever runs the API.
+NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _ctx():
@@ -51,42 +59,63 @@ def upload(model, version):
         raise ApiError(409, "version_exists", f"model {model!r} already has version {version}; "
                        "upload another version number, or delete this one first")
     upload_file = request.files.get("model")
-    ext = os.path.splitext(upload_file.filename or "")[1].lower() if upload_file else ""
-    if ext not in (*MODEL_FILES, ".zip"):
-        raise ApiError(400, "no_model_file", "send the model as the multipart file 'model': "
-                       "a .keras or .h5 file, or a .zip of a SavedModel directory")
-    config = _config(model_dir)
+    if upload_file is None:
+        raise ApiError(400, "no_model_file", f"send the model as the multipart file 'model': "
+                       f"{ACCEPTED}")
+    ext = _model_type(upload_file)
+    config = _config(model, version, model_dir)
     incoming = os.path.join(ctx.settings.model_repository, f".incoming-{secrets.token_hex(6)}")
-    os.makedirs(incoming)
-    try:
-        if ext == ".zip":
-            # Unpacked, a SavedModel may be a few times its compressed size, not more.
-            _unzip_saved_model(upload_file, incoming, 4 * ctx.settings.max_model_bytes)
-        else:
-            upload_file.save(os.path.join(incoming, MODEL_FILES[ext]))
-        if config is not None:
-            with open(os.path.join(incoming, "config.json"), "w") as f:
-                json.dump(config, f)
-        _check(model, version, model_dir, incoming)
-        os.makedirs(model_dir, exist_ok=True)
-        os.rename(incoming, target)  # atomic: a worker never sees half a version
-    finally:
-        shutil.rmtree(incoming, ignore_errors=True)
+    with _writing(ctx):
+        os.makedirs(incoming)
+        try:
+            if ext == ".zip":
+                # Unpacked, a SavedModel may be a few times its compressed size, not more.
+                _unzip_saved_model(upload_file, incoming, 4 * ctx.settings.max_model_bytes)
+            else:
+                upload_file.save(os.path.join(incoming, MODEL_FILES[ext]))
+            if config is not None:
+                with open(os.path.join(incoming, "config.json"), "w") as f:
+                    json.dump(config, f)
+            _check(model, version, model_dir, incoming)
+            os.makedirs(model_dir, exist_ok=True)
+            os.rename(incoming, target)  # atomic: a worker never sees half a version
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
     ctx.catalog.forget(model)
     log.info("model %s v%d uploaded", model, version)
     return jsonify({"name": model, "version": version, "state": "loading"}), 201, {
         "Location": f"/v1/models/{model}"}
 
 
-def _config(model_dir: str) -> dict | None:
+def _model_type(upload_file) -> str:
+    """The uploaded model's extension, once its name and first bytes say it is a model."""
+    name = upload_file.filename or ""
+    ext = os.path.splitext(name)[1].lower()
+    if ext not in (*MODEL_FILES, ".zip"):
+        raise ApiError(400, "unsupported_model_file", f"{name or 'the file'!r} is not a model "
+                       f"file inferq takes: upload {ACCEPTED}")
+    stream = upload_file.stream
+    head = stream.read(2048 + len(HDF5_SIGNATURE))
+    stream.seek(0)
+    if ext in (".keras", ".zip") and not head.startswith(b"PK"):  # both are zip archives
+        kind = "a Keras file" if ext == ".keras" else "a zip archive"
+        raise ApiError(400, "unsupported_model_file", f"{name!r} is not {kind}: upload "
+                       f"{ACCEPTED}")
+    if ext == ".h5" and not any(head[at:].startswith(HDF5_SIGNATURE)
+                                for at in (0, 512, 1024, 2048)):
+        raise ApiError(400, "unsupported_model_file", f"{name!r} is not an HDF5 file: "
+                       f"upload {ACCEPTED}")
+    return ext
+
+
+def _config(model: str, version: int, model_dir: str) -> dict | None:
+    """The config the upload sends, or what the new version takes from its model: None when
+    the model's config.json (beside its versions) serves it."""
     raw = request.form.get("config")
     if raw is None and "config" in request.files:
         raw = request.files["config"].read().decode("utf-8", "replace")
     if raw is None:
-        if not os.path.exists(os.path.join(model_dir, "config.json")):
-            raise ApiError(400, "no_config", "a new model needs its config: send the multipart "
-                           "field 'config' (JSON, as config.json in the README)")
-        return None
+        return _existing_config(model, version, model_dir)
     try:
         config = parse_json(raw, current_app.extensions["inferq"].settings)
     except ApiError as exc:
@@ -95,6 +124,50 @@ def _config(model_dir: str) -> dict | None:
     if not isinstance(config, dict):
         raise ApiError(400, "invalid_config", "config must be a JSON object")
     return config
+
+
+def _existing_config(model: str, version: int, model_dir: str) -> dict | None:
+    """A new version sent without a config takes its model's: the config.json beside the
+    versions (None: it already applies), or else the latest version's own."""
+    if os.path.exists(os.path.join(model_dir, "config.json")):
+        return None
+    existing = repository.versions(model_dir)
+    for v in reversed(existing):
+        path = os.path.join(model_dir, str(v), "config.json")
+        if os.path.exists(path):
+            try:
+                return repository._read_json(path)
+            except repository.ModelConfigError as exc:
+                raise ApiError(400, "invalid_config", f"version {version} would take version "
+                               f"{v}'s config, which is broken: {exc}; send the multipart "
+                               "field 'config'") from None
+    if existing:
+        raise ApiError(400, "no_config", f"model {model!r} has no config.json to take for "
+                       f"version {version} (neither beside its versions nor in one): send the "
+                       "multipart field 'config' (JSON, as config.json in the README)")
+    raise ApiError(400, "no_config", f"model {model!r} is new: send its config as the "
+                   "multipart field 'config' (JSON, as config.json in the README)")
+
+
+@contextmanager
+def _writing(ctx):
+    """Writes to the model repository; a failure that the operator must fix (permissions, a
+    read-only or full disk) is a 507 that says so, not a 500."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE | FULL:
+            raise
+        where = (f"the model repository {os.path.abspath(ctx.settings.model_repository)} "
+                 "(INFERQ_MODEL_REPOSITORY)")
+        log.error("model repository write failed: %s", exc)
+        if exc.errno in FULL:
+            raise ApiError(507, "insufficient_storage", f"{where} has no space left: free some "
+                           "space there, or give it a larger volume") from None
+        raise ApiError(507, "insufficient_storage", f"{where} is not writable by the API "
+                       f"process (uid {os.geteuid()}): {exc.strerror}; make it writable by that "
+                       "user (chown or chmod), or mount there a volume that user owns and "
+                       "can write") from None
 
 
 def _check(model, version, model_dir, incoming):
@@ -164,5 +237,6 @@ def remove_model(model):
 def _trash(ctx, path: str):
     # Rename first (atomic), so workers see the version gone at once, then delete.
     trash = os.path.join(ctx.settings.model_repository, f".removed-{secrets.token_hex(6)}")
-    os.rename(path, trash)
+    with _writing(ctx):
+        os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)

@@ -8,7 +8,8 @@ from flask.json.provider import DefaultJSONProvider
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import admin, auth, errors, health, jobs, kserve, limits, metrics, models, tfserving
+from api import admin, auth, errors, health, index, jobs, kserve, limits, metrics, models
+from api import tfserving
 from api import openapi
 from api.catalog import Catalog
 from jobs.settings import Settings, load_settings
@@ -81,7 +82,7 @@ def create_app(config: dict | None = None) -> Flask:
     # Authentication runs before the rate limiter, which counts per tenant.
     app.before_request(auth.authenticate)
     limits.install(app, settings)
-    for module in (jobs, models, admin, health, metrics, tfserving, kserve):
+    for module in (index, jobs, models, admin, health, metrics, tfserving, kserve):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.bp)
     return app

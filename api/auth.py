@@ -1,6 +1,7 @@
 """API keys and tenants. With INFERQ_API_KEYS or INFERQ_ADMIN_KEYS set, every endpoint except
-health (and, by default, the API docs) needs `Authorization: Bearer <key>`; the key names the
-tenant that owns the jobs it makes. With no keys set the API is open (local development)."""
+health, `/` (and, by default, the API docs) needs `Authorization: Bearer <key>`; the key
+names the tenant that owns the jobs it makes. With no keys set the API is open (local
+development)."""
 import hashlib
 import logging
 import os
@@ -17,10 +18,17 @@ from jobs.settings import SettingsError
 log = logging.getLogger("inferq.api")
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_KEY_CHARS = 16
+# How the keys in .env.example begin: an API that copied them would be open to anyone who
+# read the example.
+PLACEHOLDER = "change-me"
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+BEARER = "`Authorization: Bearer <key>`"
 RELOAD_CHECK_S = 2.0  # how often a key file is looked at for changes
-# Endpoints any caller may reach: liveness and readiness probes carry no tenant data.
+# Endpoints any caller may reach: liveness and readiness probes carry no tenant data, nor do
+# the index and the icon; the docs are open unless INFERQ_PUBLIC_DOCS=0.
 HEALTH = {"health.healthz", "health.readyz", "kserve.live", "kserve.ready"}
-DOCS = {"openapi.document", "openapi.docs"}
+PUBLIC = HEALTH | {"index.index", "index.favicon"}
+DOCS = {"openapi.document", "openapi.docs", "openapi.docs_asset"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ def parse_keys(spec: str, variable: str) -> dict[str, str]:
             raise SettingsError(f"{variable} {where}: expected a key and a tenant "
                                 "(`key=tenant` pairs, or `key tenant` lines in a @file)")
         key, tenant = words[0].strip(), words[1].strip()
+        if key.lower().startswith(PLACEHOLDER):
+            raise SettingsError(f"{variable} {where}: {key!r} is the placeholder from "
+                                f".env.example, not a key; make a key with: {MAKE_A_KEY}")
         if len(key) < MIN_KEY_CHARS or not key.isprintable() or " " in key:
             raise SettingsError(f"{variable} {where}: keys must be at least {MIN_KEY_CHARS} "
                                 "printable characters without spaces")
@@ -139,19 +150,40 @@ def authenticate():
     if not keyring.enabled:
         g.caller = OPEN
         return
-    if request.endpoint in HEALTH or (ctx.settings.public_docs and request.endpoint in DOCS):
+    if is_open(request.endpoint, ctx.settings):
         g.caller = None
         return
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthorized", "this server needs an API key: send "
-                       "`Authorization: Bearer <key>`",
-                       {"WWW-Authenticate": 'Bearer realm="inferq"'})
-    caller = keyring.lookup(key.strip())
+    caller = keyring.lookup(_bearer_key())
     if caller is None:
         raise ApiError(401, "invalid_key", "the API key is not valid (unknown or revoked)",
                        {"WWW-Authenticate": 'Bearer realm="inferq", error="invalid_token"'})
     g.caller = caller
+
+
+def is_open(endpoint: str | None, settings) -> bool:
+    """Whether the endpoint answers without a key."""
+    return endpoint in PUBLIC or (settings.public_docs and endpoint in DOCS)
+
+
+def _bearer_key() -> str:
+    """The key of `Authorization: Bearer <key>`, or a 401 that says what was wrong with what
+    came instead."""
+    header = request.headers.get("Authorization", "").strip()
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    if scheme.lower() == "bearer":
+        why = "the Authorization header has no key after `Bearer`"
+    elif header and not key:  # the key alone: never echoed
+        why = "the Authorization header needs the word `Bearer` before the key"
+    elif header:
+        why = "the Authorization scheme must be Bearer"
+    elif "X-API-Key" in request.headers:
+        why = "the key goes in the Authorization header, not in X-API-Key"
+    else:
+        why = "this server needs an API key"
+    raise ApiError(401, "unauthorized", f"{why}: send {BEARER}",
+                   {"WWW-Authenticate": 'Bearer realm="inferq"'})
 
 
 def caller() -> Caller:

@@ -70,7 +70,7 @@ def model_metadata(model, version=None):
     versions = current_app.extensions["inferq"].catalog.states()[model]["versions"]
     image = served.get("kind", "image") == "image"
     return jsonify({
-        "name": model, "platform": "tensorflow_savedmodel",
+        "name": model, "platform": served["platform"],  # from the model's files
         "versions": [str(v["version"]) for v in versions if v["state"] == "available"],
         "inputs": [{"name": served["input_name"], "datatype": "BYTES" if image else "FP32",
                     "shape": [-1] if image else [-1, *served["input_shape"]]}],

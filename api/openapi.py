@@ -1,4 +1,5 @@
-"""GET /openapi.json (OpenAPI 3.1) and GET /docs (Swagger UI reading it).
+"""GET /openapi.json (OpenAPI 3.1) and GET /docs (Swagger UI reading it, its files served from
+the flask-swagger-ui package, so the page works offline).
 
 The document is generated, never written by hand. apispec assembles it from:
 - app.url_map: every path, method and path parameter, exactly as Flask routes them;
@@ -15,13 +16,15 @@ of the app is missing here, and fuzzes every operation against a live server wit
 """
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 
 from apispec import APISpec
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, send_file
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import auth
+from api.errors import ApiError
 from api.inputs import RAW_IMAGE_TYPES
 from api import schemas as s
 
@@ -69,12 +72,17 @@ HEADERS = {
                                         "schema": {"type": "string", "pattern": "^[0-9]+$"}},
 }
 
+# Swagger UI's files that /docs loads, with their media types.
+DOCS_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
+               "favicon-32x32.png": "image/png"}
+
 # Path parameters with a known format, by name (the examples are the demo model's); others
 # are typed from their converter.
 PATH_PARAMS = {
     "model": {"type": "string", "pattern": s.MODEL_NAME, "examples": ["shapes"]},
     "version": {"type": "integer", "minimum": 0, "examples": [1]},
     "job_id": {"type": "string", "pattern": s.JOB_ID},
+    "asset": {"type": "string", "enum": sorted(DOCS_ASSETS)},
 }
 
 # inferq's own errors: {"error": {"code", "message"}}.
@@ -89,6 +97,7 @@ ERRORS = {
     422: "The Idempotency-Key was used for a different request",
     429: "Over the tenant's rate limit; retry after Retry-After seconds",
     503: "Overloaded, no version served yet, or the job store is unavailable",
+    507: "The model repository cannot be written (permissions, a read-only or full disk)",
 }
 
 
@@ -148,11 +157,13 @@ OPERATIONS: dict[str, Op] = {
                        body={"multipart/form-data": s.UploadForm},
                        responses={201: ok(s.ModelChange, "Written; workers load it",
                                           "Location"),
-                                  **errors(400, 403, 409, 413)}),
+                                  **errors(400, 403, 409, 413, 507)}),
     "admin.remove_version": Op("Unload and remove a model version (admin key)", {
-        202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
+        202: ok(s.ModelChange, "Removed; workers unload it"),
+        **errors(400, 403, 404, 503, 507)}),
     "admin.remove_model": Op("Unload and remove a model (admin key)", {
-        202: ok(s.ModelChange, "Removed; workers unload it"), **errors(400, 403, 404, 503)}),
+        202: ok(s.ModelChange, "Removed; workers unload it"),
+        **errors(400, 403, 404, 503, 507)}),
     "health.healthz": Op("The API process is up", {200: ok(s.Health)}),
     "metrics.metrics": Op("Counters and gauges for Prometheus", {
         200: Resp("The Prometheus text format, version 0.0.4",
@@ -190,6 +201,13 @@ OPERATIONS: dict[str, Op] = {
         200: ok({"type": "object"})}),
     "openapi.docs": Op("API documentation (Swagger UI)", {
         200: Resp("HTML", {"text/html": {"type": "string"}})}),
+    "openapi.docs_asset": Op("A file of the Swagger UI page", {
+        200: Resp("The file", {media: {"type": "string"} for media in
+                               sorted(set(DOCS_ASSETS.values()))}),
+        404: Resp("No such file", {JSON: s.Error})}),
+    "index.index": Op("Where to start: links to the docs, the models and health", {
+        200: ok(s.Index)}),
+    "index.favicon": Op("No icon (204), so browsers stop asking", {204: Resp("No content")}),
 }
 
 _RULE_ARG = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -208,12 +226,23 @@ def docs():
     return Response(DOCS_HTML, content_type="text/html; charset=utf-8")
 
 
+@bp.get("/docs/assets/<asset>")
+def docs_asset(asset):
+    if asset not in DOCS_ASSETS:
+        raise ApiError(404, "not_found", f"no docs file {asset!r}")
+    return send_file(files("flask_swagger_ui") / "dist" / asset, mimetype=DOCS_ASSETS[asset],
+                     max_age=3600)
+
+
+# Paths relative to /docs, so the page works behind a path prefix too. No validatorUrl: the
+# page would otherwise fetch a badge from swagger.io.
 DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inferq API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
 </head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});</script>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui", validatorUrl: null});</script>
 <noscript>The API is described in <a href="openapi.json">openapi.json</a>.</noscript>
 </body></html>
 """
@@ -244,8 +273,7 @@ def build(app) -> dict:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             n = seen[rule.endpoint] = seen.get(rule.endpoint, 0) + 1
             op_id = rule.endpoint.replace(".", "_") + (f"_{n}" if n > 1 else "")
-            guarded = rule.endpoint not in auth.HEALTH and not (
-                ctx.settings.public_docs and rule.endpoint in auth.DOCS)
+            guarded = not auth.is_open(rule.endpoint, ctx.settings)
             paths.setdefault(path, {})[method.lower()] = _operation(
                 op, op_id, rule, params, refs, guard if guarded else {})
     for path, operations in paths.items():

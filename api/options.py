@@ -1,15 +1,12 @@
 """Submit options: a webhook (checked against SSRF here and again at delivery), `Prefer: wait`,
 and `Idempotency-Key`."""
 import hashlib
-import re
 
 from flask import request
 
 from api.errors import ApiError
-from api.schemas import SubmitHeaders, validate
+from api.schemas import JobQuery, SubmitHeaders, validate
 from jobs.ssrf import UnsafeURL, check_url
-
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+(?:\.[0-9]+)?)", re.I)
 
 
 def webhook_fields(settings, options: dict) -> dict:
@@ -31,9 +28,26 @@ def webhook_fields(settings, options: dict) -> dict:
 
 
 def prefer_wait(cap_s: float) -> float | None:
-    """Seconds asked for by `Prefer: wait=N` (capped), or None."""
-    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
-    return min(float(match.group(1)), cap_s) if match else None
+    """Seconds asked for by `Prefer: wait=N` (capped), or None without a `wait` preference.
+    A `wait` that is not a number of seconds is a 400, as `?wait=` is; other preferences
+    (`respond-async`, ...) are ignored."""
+    raw = _preference(request.headers.get("Prefer", ""), "wait")
+    if raw is None:
+        return None
+    query = validate(JobQuery, {"wait": raw}, {"wait": (
+        "invalid_wait", f"Prefer: wait must be a number of seconds, got {raw!r}")}, strict=False)
+    return min(query.wait, cap_s)
+
+
+def _preference(header: str, name: str) -> str | None:
+    """The value of preference `name` in a Prefer header (RFC 7240: `name[=value]` items
+    separated by commas, with `;` parameters, which are searched too); "" when it has no
+    value, None when it is absent."""
+    for item in header.replace(";", ",").split(","):
+        key, eq, value = item.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"') if eq else ""
+    return None
 
 
 def idempotency(tenant: str, model: str, inputs: list[bytes], fields: dict

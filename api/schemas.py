@@ -32,8 +32,9 @@ Event = Annotated[Literal[WEBHOOK_EVENTS], BeforeValidator(_strip)]
 
 class WebhookOptions(BaseModel):
     webhook: str | None = Field(None, max_length=2048, description=(
-        "An http(s) URL that gets a signed POST of the job (Standard Webhooks). Needs "
-        "INFERQ_WEBHOOK_SECRET on the server."))
+        "An http(s) URL that gets a signed POST for each event (Standard Webhooks): "
+        "`{\"type\": \"job.started\" or \"job.completed\", \"timestamp\", \"data\": the job "
+        "as it was then}`. Needs INFERQ_WEBHOOK_SECRET on the server."))
     webhook_events_filter: list[Event] | None = Field(None, min_length=1, description=(
         "Which events to send; the default is [\"completed\"]. Needs a webhook."))
 
@@ -83,7 +84,7 @@ class UploadForm(BaseModel):
     """Multipart model upload (needs INFERQ_MODEL_ADMIN=1)."""
     model: bytes = Field(description="A .keras or .h5 file, or a .zip of a SavedModel")
     config: str | None = Field(None, description="The model's config.json (needed for a new "
-                               "model)")
+                               "model; a new version without one takes its model's)")
 
 
 class JobQuery(BaseModel):
@@ -126,7 +127,8 @@ class TopK(BaseModel):
 
 class Output(BaseModel):
     index: int
-    status: Literal["pending", "succeeded", "failed"]
+    status: Literal["pending", "succeeded", "failed", "canceled"] = Field(description=(
+        "canceled: the job was canceled before this input finished"))
     top_k: list[TopK] | None = Field(None, description="Models with labels")
     output: list[Any] | None = Field(None, description="Tensor models: the raw output row")
     error: str | None = None
@@ -217,6 +219,21 @@ class ModelChange(BaseModel):
     name: str
     version: int | None = None
     state: Literal["loading", "unloading"]
+
+
+class IndexLinks(BaseModel):
+    openapi: str
+    docs: str
+    models: str
+    health: str
+
+
+class Index(BaseModel):
+    name: str
+    description: str
+    links: IndexLinks
+    authentication: str | None = Field(None, description="How to send a key, when the server "
+                                       "has keys")
 
 
 class Health(BaseModel):

@@ -43,8 +43,12 @@ class Deliveries:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     def save_body(self, webhook_id: str, body: str):
-        """Every retry sends the same body: the job as it stood at the first attempt."""
-        self.redis.hset(keys.delivery(webhook_id), "body", body)
+        """Every retry sends the same body. The body replaces the job record the delivery
+        was made with (jobs/lua/schedule_webhook.lua), which it was built from."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.delivery(webhook_id), "body", body)
+        pipe.hdel(keys.delivery(webhook_id), "record")
+        pipe.execute()
 
     def record(self, webhook_id: str, attempt: dict, status: str, next_at: float | None):
         """Record one attempt; schedule the next (status pending) or end the delivery."""

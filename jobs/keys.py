@@ -57,7 +57,8 @@ def deliveries(job_id: str) -> str:
 
 
 def delivery(webhook_id: str) -> str:
-    """Hash: one webhook delivery (one event of one job): url, status, body, next attempt."""
+    """Hash: one webhook delivery (one event of one job): url, status, next attempt, and the
+    job's record as the event left it, until the first attempt turns it into the body."""
     return f"{PREFIX}delivery:{webhook_id}"
 
 

@@ -1,5 +1,5 @@
 """The job record: its states, its id, the webhook events it raises, and its public JSON form
-(what GET /v1/jobs/{id} answers and webhooks deliver)."""
+(what GET /v1/jobs/{id} answers and each webhook event carries)."""
 import json
 import secrets
 from datetime import datetime, timezone
@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINAL = (SUCCEEDED, FAILED, CANCELED)
 WEBHOOK_EVENTS = ("started", "completed")
+# The `type` each event's webhook body carries (Standard Webhooks' payload), by event.
+WEBHOOK_TYPES = {"started": "job.started", "completed": "job.completed"}
 
 
 def new_job_id() -> str:
@@ -29,27 +31,44 @@ def iso(ts) -> str | None:
     return datetime.fromtimestamp(float(ts), timezone.utc).isoformat(timespec="milliseconds")
 
 
+def flat_record(text: bytes | str) -> dict:
+    """A job record that Lua encoded as `cjson.encode(redis.call('HGETALL', key))`: a JSON
+    array of fields and values. Raises ValueError when it is not one (Lua's cjson passes
+    bytes as they are, so it need not be UTF-8)."""
+    flat = json.loads(text)
+    if not isinstance(flat, list):
+        raise ValueError("not a record")
+    return dict(zip(flat[::2], flat[1::2]))
+
+
 def published_record(message: bytes | None) -> dict | None:
-    """The job record a finish message carries (a JSON array of fields and values, as HGETALL
-    gives them), or None when it carries only the status."""
+    """The job record a finish message carries, or None when it carries only the status."""
     if not message or not message.startswith(b"["):
         return None
     try:
-        flat = json.loads(message)
-    except ValueError:  # not UTF-8 (Lua's cjson passes bytes as they are): read the job instead
+        return flat_record(message)
+    except ValueError:  # read the job instead
         return None
-    return dict(zip(flat[::2], flat[1::2]))
+
+
+def webhook_body(event: str, at, record: dict, base_url: str) -> dict:
+    """An event's webhook body, in Standard Webhooks' payload shape: its type, when it
+    happened (`at`, seconds since the epoch), and the job as it was then."""
+    return {"type": WEBHOOK_TYPES[event], "timestamp": iso(at),
+            "data": job_json(record, base_url)}
 
 
 def job_json(record: dict, base_url: str) -> dict:
     """The public form of a job record; `base_url` is where clients reach the API."""
     n = int(record["n_inputs"])
+    # A finished job has no pending output: a canceled job's unfinished ones are canceled.
+    unfinished = CANCELED if record["status"] == CANCELED else "pending"
     outputs = []
     for i in range(n):
         raw = record.get(f"out:{i}")
-        out = {"index": i, "status": "pending"} if raw is None else {"index": i, **json.loads(raw)}
+        out = {"index": i, "status": unfinished} if raw is None else {"index": i, **json.loads(raw)}
         if raw is not None:
-            out["status"] = "failed" if "error" in out else "succeeded"
+            out["status"] = FAILED if "error" in out else SUCCEEDED
         outputs.append(out)
     metrics = [o["metrics"] for o in outputs if "metrics" in o]
     base = base_url.rstrip("/") + f"/v1/jobs/{record['id']}"

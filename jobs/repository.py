@@ -41,6 +41,14 @@ class ModelSpec:
     fingerprint: str = ""  # changes when the config or the model files change
 
     @property
+    def platform(self) -> str:
+        """What the model is, as KServe's metadata names it. A SavedModel has its name there;
+        a .keras or .h5 file has none (Triton's names are framework_format, e.g.
+        tensorflow_graphdef), so it is `tensorflow_keras` in the same form."""
+        return "tensorflow_keras" if self.path.endswith((".keras", ".h5")) else \
+            "tensorflow_savedmodel"
+
+    @property
     def channels(self) -> int:
         return COLOR_MODES[self.color_mode]
 

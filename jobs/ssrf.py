@@ -154,7 +154,9 @@ def check_url(url: str, allow_networks=(), resolve=None) -> Target:
         if not any(ip in net for net in allow_networks):
             why = _why_refused(ip)
             if why:
-                raise UnsafeURL(f"webhook host {host!r} {verb} {ip}, which is refused ({why})")
+                raise UnsafeURL(f"webhook host {host!r} {verb} {ip}, which is refused ({why}); "
+                                "a server operator can allow such networks with "
+                                "INFERQ_WEBHOOK_ALLOW_NETWORKS")
         checked.append(str(ip))
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, host, port, path, checked[0])

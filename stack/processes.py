@@ -133,12 +133,16 @@ class Proc:
         self.log.close()
 
 
-def start_api(redis_url: str, **settings) -> tuple[Proc, str]:
+def start_api(redis_url: str, capabilities: bool = True, **settings) -> tuple[Proc, str]:
+    """The API under gunicorn, with INFERQ_* `settings`. `capabilities=False`: without any
+    capability (setpriv), so that file permissions bind it as they bind any user, while the
+    interpreter (which may live under a home only its owner can enter) stays reachable."""
     port = free_port()
     settings.setdefault("api_workers", 2)
     env = service_env(redis_url, api_port=port, **settings)
-    proc = Proc([str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py", "api.app:create_app()"],
-                env, "api")
+    drop = [] if capabilities else ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+    proc = Proc([*drop, str(BIN / "gunicorn"), "-c", "api/gunicorn_conf.py",
+                 "api.app:create_app()"], env, "api")
     base = f"http://127.0.0.1:{port}"
 
     def up():

@@ -149,11 +149,15 @@ def test_unknown_model_and_unknown_job_are_404(client, r):
 
 
 def test_cancel_a_queued_job_then_409(client):
-    job = submit_files(client, ("a.png", png_bytes())).get_json()
+    job = submit_files(client, ("a.png", png_bytes()), ("b.png", png_bytes())).get_json()
+    assert [o["status"] for o in job["outputs"]] == ["pending", "pending"]
     resp = client.post(job["urls"]["cancel"])
     assert resp.status_code == 200
     assert resp.get_json()["status"] == "canceled" and resp.get_json()["completed_at"]
-    assert client.get(job["urls"]["get"]).get_json()["status"] == "canceled"
+    for canceled in (resp.get_json(), client.get(job["urls"]["get"]).get_json()):
+        assert canceled["status"] == "canceled" and canceled["finished"]
+        # A finished job has no pending output.
+        assert [o["status"] for o in canceled["outputs"]] == ["canceled", "canceled"]
     again = client.post(job["urls"]["cancel"])
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_finished"
 

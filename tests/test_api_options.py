@@ -89,6 +89,26 @@ def test_prefer_wait_on_a_job_that_does_not_finish_answers_202(client):
     assert resp.get_json()["status"] == "queued"
 
 
+def test_prefer_wait_that_is_not_seconds_is_400_and_makes_no_job(client, r):
+    for prefer in ("wait=abc", "respond-async, wait=abc", "wait=", "wait", "wait=-1",
+                   "wait=nan", "handling=lenient; wait=1e999"):
+        resp = submit(client, headers={"Prefer": prefer})
+        assert resp.status_code == 400, prefer
+        error = resp.get_json()["error"]
+        assert error["code"] == "invalid_wait" and "Prefer: wait" in error["message"], prefer
+        assert "Preference-Applied" not in resp.headers
+    assert r.keys(keys.job("*")) == []
+
+
+def test_prefer_without_wait_is_ignored(client):
+    for prefer in ("respond-async", "return=minimal", "waiting=abc", ""):
+        resp = submit(client, headers={"Prefer": prefer})
+        assert resp.status_code == 202, prefer
+        assert "Preference-Applied" not in resp.headers
+    resp = submit(client, headers={"Prefer": "respond-async, WAIT = 0.2"})
+    assert resp.status_code == 202 and resp.headers["Preference-Applied"] == "wait=0.2"
+
+
 def test_same_idempotency_key_and_request_returns_the_original_job(client, r):
     first = submit(client, headers={"Idempotency-Key": "order-17"})
     again = submit(client, headers={"Idempotency-Key": "order-17"})

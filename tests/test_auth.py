@@ -42,13 +42,14 @@ def submit(client, headers, **kw):
 
 def test_every_endpoint_but_health_and_docs_needs_a_key(client):
     app = client.application
-    open_endpoints = auth.HEALTH | auth.DOCS | {"static"}
+    open_endpoints = auth.PUBLIC | auth.DOCS | {"static"}
     checked = 0
     for rule in app.url_map.iter_rules():
         if rule.endpoint in open_endpoints:
             continue
         url = rule.rule.replace("<model>", "shapes").replace("<int:version>", "1").replace(
-            "<job_id>", "0" * 32).replace("<path:filename>", "x")
+            "<job_id>", "0" * 32).replace("<path:filename>", "x").replace(
+            "<asset>", "swagger-ui.css")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             for headers in ({}, {"Authorization": "Bearer not-a-key-0123456789"},
                             {"Authorization": f"Basic {KEY_A}"}):
@@ -58,15 +59,35 @@ def test_every_endpoint_but_health_and_docs_needs_a_key(client):
                 assert resp.headers["WWW-Authenticate"].startswith("Bearer")
                 checked += 1
     assert checked >= 3 * 20  # every route of the API, not a handful
-    for url in ("/healthz", "/v2/health/live", "/openapi.json", "/docs"):
+    for url in ("/healthz", "/v2/health/live", "/openapi.json", "/docs",
+                "/docs/assets/swagger-ui.css", "/"):
         assert client.get(url).status_code == 200, url
+    assert client.get("/favicon.ico").status_code == 204
     assert client.get("/readyz").status_code == 503  # no worker: not ready, but not 401 either
+
+
+@pytest.mark.parametrize("headers,why", [
+    ({}, "this server needs an API key"),
+    ({"Authorization": KEY_A}, "needs the word `Bearer` before the key"),
+    ({"Authorization": f"Token {KEY_A}"}, "the Authorization scheme must be Bearer"),
+    ({"Authorization": f"Basic {KEY_A}"}, "the Authorization scheme must be Bearer"),
+    ({"Authorization": "Bearer "}, "no key after `Bearer`"),
+    ({"X-API-Key": KEY_A}, "the key goes in the Authorization header, not in X-API-Key"),
+])
+def test_a_key_sent_another_way_is_told_the_expected_form(client, headers, why):
+    resp = client.get("/v1/models", headers=headers)
+    assert resp.status_code == 401 and resp.json["error"]["code"] == "unauthorized"
+    message = resp.json["error"]["message"]
+    assert why in message and message.endswith("send `Authorization: Bearer <key>`")
+    assert KEY_A not in message  # a key sent the wrong way is not echoed
+    assert client.get("/v1/models", headers={**headers, **AUTH_A}).status_code == 200
 
 
 def test_docs_can_be_closed_too(redis_url, repo):
     client = make_app(redis_url, repo, public_docs=False).test_client()
-    assert client.get("/openapi.json").status_code == 401
-    assert client.get("/openapi.json", headers=AUTH_A).status_code == 200
+    for url in ("/openapi.json", "/docs", "/docs/assets/swagger-ui-bundle.js"):
+        assert client.get(url).status_code == 401, url
+        assert client.get(url, headers=AUTH_A).status_code == 200, url
     assert client.get("/healthz").status_code == 200
 
 
@@ -147,6 +168,23 @@ def test_bad_keys_and_limits_stop_the_api_at_start_with_the_variable_named(
         redis_url, repo, settings, message):
     with pytest.raises(SettingsError, match=message):
         make_app(redis_url, repo, **settings)
+
+
+@pytest.mark.parametrize("variable,settings", [
+    ("INFERQ_API_KEYS", {"api_keys": "change-me-tenant-a-key-0001=tenant-a"}),
+    ("INFERQ_ADMIN_KEYS", {"admin_keys": f"{ADMIN}=ops,CHANGE-ME-admin-key-00000001=ops"}),
+    ("INFERQ_API_KEYS", {"api_keys": "@KEYFILE"}),
+])
+def test_the_placeholder_keys_of_the_env_example_are_refused_at_start(
+        redis_url, repo, tmp_path, variable, settings):
+    keyfile = tmp_path / "keys.txt"
+    keyfile.write_text(f"{KEY_A} alpha\nchange-me-0123456789abcdef beta\n")
+    settings = {k: v.replace("KEYFILE", str(keyfile)) for k, v in settings.items()}
+    with pytest.raises(SettingsError) as refused:
+        make_app(redis_url, repo, **settings)
+    message = str(refused.value)
+    assert message.startswith(variable) and "placeholder from .env.example" in message
+    assert "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'" in message
 
 
 def test_without_keys_the_api_is_open_and_admin_follows_the_switch(redis_url, repo):

@@ -5,6 +5,7 @@ The Compose file is validated against the Compose Specification's JSON Schema (t
 """
 import json
 import re
+import secrets
 import shlex
 from pathlib import Path
 
@@ -241,7 +242,8 @@ def dotenv(path):
 
 def test_api_keys_come_from_dotenv_and_the_example_is_a_working_setup(services):
     """Compose interpolates ${VAR} from .env; .env.example sets every variable the compose file
-    requires, with values the API accepts."""
+    requires. Its keys are placeholders the API refuses until they are replaced; with keys
+    made as it says, it is a setup the API accepts."""
     text = (ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{(\w+)\?", text))
     assert "INFERQ_API_KEYS" in required
@@ -253,7 +255,14 @@ def test_api_keys_come_from_dotenv_and_the_example_is_a_working_setup(services):
     from api.auth import Keyring
     from api.limits import install
     from jobs.settings import load_settings
+    from jobs.settings import SettingsError
     settings = load_settings(example)
+    with pytest.raises(SettingsError, match="INFERQ_API_KEYS .*placeholder"):
+        Keyring(settings.api_keys, settings.admin_keys)
+    # Each placeholder key replaced by a made one, as the example's header says.
+    made = {k: re.sub(r"change-me[^=,]*", lambda _: secrets.token_urlsafe(32), v)
+            for k, v in example.items()}
+    settings = load_settings(made)
     keyring = Keyring(settings.api_keys, settings.admin_keys)
     assert keyring.enabled
     install(__import__("flask").Flask("check"), settings)  # the limits parse

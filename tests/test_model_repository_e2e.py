@@ -218,11 +218,13 @@ def test_model_admin_refuses_bad_uploads_and_is_off_by_default(stack, tmp_path):
     base = stack["base"]
     resp = requests.put(f"{base}/v1/models/new/versions/1",
                         files={"model": ("model.bin", b"x")}, timeout=10)
-    assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_model_file"
+    assert resp.status_code == 400
+    assert resp.json()["error"]["code"] == "unsupported_model_file"
+    keras = (MODELS / "shapes" / "1" / "model.keras").read_bytes()
     resp = requests.put(f"{base}/v1/models/new/versions/1",
-                        files={"model": ("model.keras", b"x")}, timeout=10)
+                        files={"model": ("model.keras", keras)}, timeout=10)
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "no_config"
-    resp = requests.put(f"{base}/v1/models/new/versions/1", files={"model": ("model.keras", b"x")},
+    resp = requests.put(f"{base}/v1/models/new/versions/1", files={"model": ("model.keras", keras)},
                         data={"config": json.dumps({"input": {"size": [0, 1]}})}, timeout=10)
     assert resp.status_code == 400 and "input.size" in resp.json()["error"]["message"]
     assert not (stack["repo"] / "new").exists() or not os.listdir(stack["repo"] / "new")

@@ -59,6 +59,9 @@ def test_triton_client_health_and_metadata(stack):
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 10]}]
     assert meta["outputs"] == [{"name": "output_0", "datatype": "FP32", "shape": [-1, 1]}]
     assert client.get_model_metadata("shapes")["inputs"][0]["datatype"] == "BYTES"
+    # games is an .h5 file, shapes a .keras file: neither is a SavedModel.
+    assert meta["platform"] == client.get_model_metadata("shapes")["platform"] == \
+        "tensorflow_keras"
     assert client.get_server_metadata()["name"] == "inferq"
 
 

@@ -29,6 +29,14 @@ def test_highest_integer_version_serves_and_other_dirs_are_ignored(tmp_path):
     assert model_names(str(tmp_path / "missing")) == []
 
 
+@pytest.mark.parametrize("filename,platform", [
+    ("model.keras", "tensorflow_keras"), ("model.h5", "tensorflow_keras"),
+    ("saved_model.pb", "tensorflow_savedmodel")])
+def test_the_platform_follows_the_model_file(tmp_path, filename, platform):
+    make(tmp_path, "m", config=CONFIG, filename=filename)
+    assert load_spec(str(tmp_path), "m").platform == platform
+
+
 def test_a_version_config_overrides_the_model_config(tmp_path):
     make(tmp_path, "m", config=CONFIG)
     (tmp_path / "m" / "1" / "config.json").write_text(json.dumps({"top_k": 2,

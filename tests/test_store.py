@@ -7,6 +7,7 @@ import pytest
 from jobs import keys
 from jobs.consumer import Consumer, InputResult
 from jobs.producer import BacklogFull, NoVersion, Producer
+from jobs.record import job_json
 from jobs.registry import heartbeat, live_workers, remove_worker
 from jobs.routing import set_default
 from jobs.stream import StreamConsumer
@@ -154,6 +155,16 @@ def test_cancel_only_unfinished_jobs(store, r):
     assert store.cancel("x" * 22) == -1
     # The worker's start step reports the job canceled, so its entries are skipped.
     assert store.start([queued["id"]]) == {queued["id"]: ("canceled", "")}
+
+
+def test_a_running_job_canceled_keeps_its_results_and_cancels_the_rest(store, r):
+    job, _ = store.enqueue("m", [b"a", b"b"], fallback_version="1")
+    e0, _ = consumer(r).read(10)
+    store.finish("m", 1, [InputResult(e0.id, job["id"], 0, output=OK)])
+    assert store.cancel(job["id"]) == 1
+    public = job_json(store.get(job["id"]), "http://api")
+    assert public["status"] == "canceled" and public["finished"]
+    assert [o["status"] for o in public["outputs"]] == ["succeeded", "canceled"]
 
 
 def test_start_marks_running_and_records_the_version(store):

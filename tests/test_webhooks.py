@@ -77,9 +77,13 @@ def test_delivery_is_signed_and_verified_by_svix(stack):
     for secret in (SECRET, OLD_SECRET):
         Webhook(secret).verify(req["body"], headers)  # raises unless the signature is valid
     payload = json.loads(req["body"])
-    assert payload["id"] == job["id"] and payload["status"] == "succeeded"
-    # The body is the job, exactly as GET /v1/jobs/{id} answers it.
-    assert json.loads(req["body"]) == requests.get(job["urls"]["get"], timeout=10).json()
+    # Standard Webhooks' payload: the event's type, when it happened, and the job, exactly
+    # as GET /v1/jobs/{id} answers it once finished.
+    assert set(payload) == {"type", "timestamp", "data"}
+    assert payload["type"] == "job.completed"
+    assert payload["data"] == requests.get(job["urls"]["get"], timeout=10).json()
+    assert payload["data"]["id"] == job["id"] and payload["data"]["status"] == "succeeded"
+    assert payload["timestamp"] == payload["data"]["completed_at"]
     tampered = req["body"].replace(b"succeeded", b"failed")
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(tampered, headers)
@@ -126,6 +130,12 @@ def test_started_and_completed_events(stack):
     assert sorted(d["event"] for d in ds) == ["completed", "started"]
     got = stack["receiver"].to("/both")
     assert len({r["headers"]["webhook-id"] for r in got}) == 2
+    bodies = {b["type"]: b for b in (json.loads(r["body"]) for r in got)}
+    assert set(bodies) == {"job.started", "job.completed"}
+    started = bodies["job.started"]["data"]
+    assert started["status"] == "running" and not started["finished"]
+    assert bodies["job.started"]["timestamp"] == started["started_at"]
+    assert bodies["job.completed"]["data"]["status"] == "succeeded"
 
 
 def test_retry_survives_a_webhook_worker_killed_between_attempts(stack):

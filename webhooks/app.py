@@ -7,9 +7,8 @@ import threading
 import redis as redis_lib
 from celery import Celery, bootsteps
 
-from jobs.deliveries import Deliveries
+from jobs.deliveries import Deliveries, delivery_ttl_s
 from jobs.settings import load_settings
-from jobs.producer import Producer
 from webhooks.attempt import TOTAL_TIMEOUT_S, attempt
 
 log = logging.getLogger("inferq.webhooks")
@@ -31,14 +30,12 @@ app.conf.update(
 )
 
 _redis = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10)
-_store = Producer(_redis, settings.result_ttl_s, settings.max_backlog,
-                  settings.webhook_max_age_s)
-_deliveries = Deliveries(_redis, _store.delivery_ttl_s)
+_deliveries = Deliveries(_redis, delivery_ttl_s(settings.result_ttl_s, settings.webhook_max_age_s))
 
 
 @app.task(name="inferq.deliver_webhook", queue=QUEUE)
 def deliver(webhook_id: str, token: str):
-    attempt(_deliveries, _store, settings, webhook_id, token)
+    attempt(_deliveries, settings, webhook_id, token)
 
 
 class DrainStep(bootsteps.StartStopStep):

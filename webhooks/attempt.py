@@ -7,8 +7,7 @@ import random
 import time
 
 from jobs.deliveries import DELIVERED, FAILED, PENDING, STOPPED, Deliveries
-from jobs.producer import Producer
-from jobs.record import iso, job_json
+from jobs.record import flat_record, iso, webhook_body
 from webhooks.sign import signed_headers
 from jobs.ssrf import UnsafeURL, check_url, post
 
@@ -16,17 +15,17 @@ log = logging.getLogger("inferq.webhooks")
 CONNECT_TIMEOUT_S, TOTAL_TIMEOUT_S = 3.0, 10.0
 
 
-def attempt(deliveries: Deliveries, store: Producer, settings, webhook_id: str, token: str):
+def attempt(deliveries: Deliveries, settings, webhook_id: str, token: str):
     d = deliveries.take(webhook_id, token)
     if d is None:
         return  # a duplicate task, or a claim that has since run out
     started = time.time()
     body = d.get("body")
     if not body:
-        record = store.get(d["job"])
-        if record is None:
-            return _end(deliveries, d, started, FAILED, error="the job expired before delivery")
-        body = json.dumps(job_json(record, settings.base_url))
+        # From the job's record as the event left it (the delivery keeps it), not as the
+        # job stands now: a started event never says succeeded.
+        body = json.dumps(webhook_body(d["event"], d["created_at"], flat_record(d["record"]),
+                                       settings.base_url))
         deliveries.save_body(webhook_id, body)
     try:
         target = check_url(d["url"], settings.webhook_networks)  # again: DNS may have changed

@@ -210,7 +210,7 @@ class InferenceService:
                             "labels": list(c.spec.labels),
                             "input_shape": list(c.spec.input_shape), "dtype": c.spec.dtype,
                             "names": list(c.spec.names), "input_name": c.spec.input_name,
-                            "output_shape": c.output_shape}
+                            "platform": c.spec.platform, "output_shape": c.output_shape}
         for key, reason in self.errors.items():
             if key in records:
                 records[key]["reason"] = reason  # e.g. a reload failed; the old load serves

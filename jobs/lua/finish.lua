@@ -13,13 +13,15 @@ local function finish(job, channel, list, started, completed, idx, payload, fail
   local st = redis.call('HGET', job, 'status')
   if not st then return -1 end
   if st ~= 'queued' and st ~= 'running' then return 0 end
-  if redis.call('HSETNX', job, 'out:' .. idx, payload) == 0 then return 0 end
-  local outcome = failed == '1' and 'failed' or 'succeeded'
-  redis.call('HINCRBY', KEYS[3], 'inputs|' .. label .. '|' .. outcome, 1)
+  -- A queued job holds no result yet, so this input is new: start the job before recording
+  -- it, so that the started event's record has no result in it.
   if st == 'queued' then
     redis.call('HSET', job, 'status', 'running', 'started_at', now)
     schedule_webhook(job, list, started, KEYS[1], 'started', started_wid, now, dttl)
   end
+  if redis.call('HSETNX', job, 'out:' .. idx, payload) == 0 then return 0 end
+  local outcome = failed == '1' and 'failed' or 'succeeded'
+  redis.call('HINCRBY', KEYS[3], 'inputs|' .. label .. '|' .. outcome, 1)
   if failed == '1' then
     redis.call('HINCRBY', job, 'n_failed', 1)
     redis.call('HSETNX', job, 'first_error', err)
