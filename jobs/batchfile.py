@@ -79,9 +79,13 @@ def prepare(path: str, fmt: str, out_path: str, limits: Limits) -> tuple[str, st
     return out_path, TAR
 
 
-def items(path: str, fmt: str, limits: Limits, cursor: tuple[int, int] = (0, 0)):
-    """(Item, cursor after it) for each input from `cursor` on; cursor (0, 0) is the start.
-    Raises FileProblem when the file itself cannot be read on."""
+START = (0, 0, 0)
+
+
+def items(path: str, fmt: str, limits: Limits, cursor: tuple[int, int, int] = START):
+    """(Item, cursor after it) for each input from `cursor` on. A cursor is (where in the
+    file, the next input's index, lines or members read so far). Raises FileProblem when the
+    file itself cannot be read on."""
     reader = {TAR: _tar_items, ZIP: _zip_items, JSONL: _jsonl_items}[fmt]
     return reader(path, limits, *cursor)
 
@@ -142,7 +146,7 @@ def _member_item(index: int, position: int, name: str, read, size: int, limits) 
     return item
 
 
-def _tar_items(path: str, limits: Limits, offset: int, index: int):
+def _tar_items(path: str, limits: Limits, offset: int, index: int, position: int):
     with open(path, "rb") as f:
         f.seek(offset)
         try:
@@ -153,7 +157,6 @@ def _tar_items(path: str, limits: Limits, offset: int, index: int):
                 return  # the end of the archive
             raise FileProblem([{"code": "invalid_file", "line": None,
                                 "message": f"the tar archive cannot be read: {exc}"}]) from None
-        position = index
         while True:
             try:
                 member = archive.next()
@@ -178,7 +181,7 @@ def _tar_items(path: str, limits: Limits, offset: int, index: int):
                                     member.size, limits)
             index += 1
             archive.members.clear()  # keep memory flat over a large archive
-            yield item, (offset, index)
+            yield item, (offset, index, position)
 
 
 def _tar_read(archive, member, limits) -> bytes:
@@ -198,7 +201,7 @@ def _check_end(f, offset: int):
                             "message": "the tar archive is cut short"}])
 
 
-def _zip_items(path: str, limits: Limits, position: int, index: int):
+def _zip_items(path: str, limits: Limits, position: int, index: int, _members: int):
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -227,17 +230,16 @@ def _zip_items(path: str, limits: Limits, position: int, index: int):
                             line=position + 1,
                             error=("invalid_input", f"the member cannot be unpacked: {exc}"))
             index += 1
-            yield item, (position + 1, index)
+            yield item, (position + 1, index, position + 1)
 
 
 class _Unreadable(Exception):
     pass
 
 
-def _jsonl_items(path: str, limits: Limits, offset: int, index: int):
+def _jsonl_items(path: str, limits: Limits, offset: int, index: int, line_no: int):
     with open(path, "rb") as f:
         f.seek(offset)
-        line_no = _line_number(path, offset) if offset else 0
         while True:
             raw = f.readline(limits.max_input_bytes + 1)
             if not raw:
@@ -253,17 +255,8 @@ def _jsonl_items(path: str, limits: Limits, offset: int, index: int):
             else:
                 item = _jsonl_item(index, line_no, raw)
             index += 1
-            yield item, (f.tell(), index)
+            yield item, (f.tell(), index, line_no)
 
-
-def _line_number(path: str, offset: int) -> int:
-    """Lines before `offset` (a resumed read numbers its lines as the first read did)."""
-    with open(path, "rb") as f:
-        count, left = 0, offset
-        while left > 0 and (chunk := f.read(min(left, 1024 * 1024))):
-            count += chunk.count(b"\n")
-            left -= len(chunk)
-    return count
 
 
 def _jsonl_item(index: int, line_no: int, raw: bytes) -> Item:
