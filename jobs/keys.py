@@ -118,6 +118,11 @@ def batch_results(batch_id: str) -> str:
     return f"{PREFIX}batch:{batch_id}:results"
 
 
+def batch_lease(batch_id: str) -> str:
+    """String (expires): the feeder process serving a batch now, so two never write its files."""
+    return f"{PREFIX}batch:{batch_id}:lease"
+
+
 def batch_done(batch_id: str) -> str:
     """Bitmap: bit i set once input i's line is in the results or errors file."""
     return f"{PREFIX}batch:{batch_id}:done"
