@@ -141,6 +141,12 @@ def batch_json(record: dict, base_url: str, now: float | None = None) -> dict:
     return out
 
 
+def webhook_body(event: str, at, record: dict, base_url: str) -> dict:
+    """A batch event's webhook body (Standard Webhooks' payload): `batch.completed`, ...,
+    when it happened, and the batch as it was then."""
+    return {"type": event, "timestamp": iso(at), "data": batch_json(record, base_url)}
+
+
 def _progress(record: dict, c: dict, now: float) -> dict:
     """Inputs per second since the batch started running, and the seconds left at that rate."""
     started = float(record.get(f"{IN_PROGRESS}_at") or now)

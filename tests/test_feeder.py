@@ -210,3 +210,22 @@ def test_files_of_a_batch_that_is_gone_are_swept(r, settings, feeder):
     os.utime(files.dir, (old, old))
     feeder.sweep()
     assert not os.path.exists(files.dir)
+
+
+def test_the_end_of_a_batch_schedules_its_webhook_with_the_batch_as_it_ended(r, settings,
+                                                                             feeder):
+    from jobs.batch import webhook_body
+    from jobs.deliveries import Deliveries
+    from jobs.record import flat_record
+    batch_id = create(r, settings, tar_of([(f"{i}.png", png(i)) for i in range(5)]), "tar",
+                      webhook="https://hooks.example/x",
+                      webhook_events="batch.completed,batch.failed")
+    run_until(feeder, Workers(r), r, batch_id, [COMPLETED])
+    (delivery,) = Deliveries(r, 3600).for_job(batch_id)
+    assert (delivery["event"], delivery["status"]) == ("batch.completed", "pending")
+    raw = r.hget(keys.delivery(delivery["id"]), "record")
+    body = webhook_body("batch.completed", time.time(), flat_record(raw), "http://api")
+    assert body["type"] == "batch.completed"
+    assert body["data"]["status"] == "completed"
+    assert body["data"]["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    assert body["data"]["urls"]["results"] == f"http://api/v1/batches/{batch_id}/results"
