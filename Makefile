@@ -1,5 +1,14 @@
 # inferq: `make run` starts the whole stack locally; `make test` runs the test suite;
 # `make chaos` the chaos tests and the soak.
+#
+# Rough durations on a 2-core machine (CI), once `make install` has run (its first run installs
+# TensorFlow and the rest: minutes, depending on the network):
+#   make run          ~10-20 s until its banner (the worker loads and warms the demo models)
+#   make test         ~7 min
+#   make chaos        ~3 min
+#   make bench-quick  ~2.5 min
+#   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
+#   make train-demo   a few minutes
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
@@ -9,8 +18,9 @@ export VENV
 install:
 	@scripts/install.sh
 
+# Ctrl-C (or SIGTERM to make or to scripts/run.py) stops every process it started.
 run: install
-	@scripts/run.sh
+	@$(PY) scripts/run.py
 
 test: install
 	$(PY) -m pytest -q -m "not chaos"

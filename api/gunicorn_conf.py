@@ -2,14 +2,18 @@
 Run: gunicorn -c api/gunicorn_conf.py "api.app:create_app()" """
 import ctypes
 import json
+import logging
 
 from gunicorn import util
 
-from jobs.settings import load_settings
+from api.preflight import check_or_exit
 
-_settings = load_settings()
+# Checked here, in the master, before any worker is forked: a bad setting or key list is one
+# line and exit status 2, not a traceback per worker.
+_settings = check_or_exit()
 
-bind = f"0.0.0.0:{_settings.api_port}"
+_host = f"[{_settings.api_host}]" if ":" in _settings.api_host else _settings.api_host
+bind = f"{_host}:{_settings.api_port}"
 workers = _settings.api_workers
 # Threads, because a long-poll holds its thread while it waits for the job to finish.
 worker_class = "gthread"
@@ -21,6 +25,9 @@ keepalive = 5
 # per job event.
 accesslog = "-" if _settings.api_access_log else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# gunicorn's own start and stop lines (booting each worker, signals) only at DEBUG; its
+# warnings and errors (a worker timing out or dying, a port in use) always.
+loglevel = "debug" if _settings.log_level == "DEBUG" else "warning"
 # No control socket: gunicorn (>= 25) otherwise listens on one per user ($XDG_RUNTIME_DIR or
 # ~/.gunicorn/gunicorn.ctl) through which any process of that user can stop or resize the API.
 control_socket_disable = True
@@ -52,3 +59,26 @@ def _limit_malloc_arenas(arenas: int = 2):
 
 
 _limit_malloc_arenas()
+
+
+_log = logging.getLogger("inferq.api")
+
+
+def _setup_logging():
+    """The `inferq` logger's handler, made here so that the master's line below and the
+    workers' lines (which inherit it) share one format."""
+    log = logging.getLogger("inferq")
+    log.setLevel(_settings.log_level)
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] "
+                                               "%(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+
+
+def when_ready(server):
+    """One line once the API listens (gunicorn's own lines are at its debug level)."""
+    _setup_logging()
+    _log.info("API listening on http://%s:%d (%d processes, %d threads each)", _host,
+              _settings.api_port, workers, threads)

@@ -16,6 +16,10 @@ for the Keras variables, once for the tf.Variables the endpoint captures; 490 KB
 The source model's `config.json` (the directory above the version) is copied beside the new
 version unchanged, unless --no-config. The export is checked before the script returns: the
 reloaded signature must reproduce the Keras model's outputs on a random batch (--atol).
+
+Run again, it checks the export already at --out the same way and leaves it in place when it
+reproduces the model (the repository ships `models/shapes-sm/1`); an --out that is something
+else is refused. --overwrite exports again in any case.
 """
 from __future__ import annotations
 
@@ -43,30 +47,56 @@ def export_savedmodel(model, out: str) -> None:
     archive.write_out(out, verbose=False)
 
 
+def compare(model, out: str):
+    """The SavedModel at `out`'s serving signature, and its largest difference from `model`
+    on a random batch. Raises if `out` is not a SavedModel that takes the model's input."""
+    import numpy as np
+    import tensorflow as tf
+
+    sig = tf.saved_model.load(out).signatures["serving_default"]
+    (input_name, spec), = sig.structured_input_signature[1].items()
+    shape = [2 if d is None else d for d in spec.shape]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    got = {k: v.numpy() for k, v in sig(**{input_name: tf.constant(x)}).items()}
+    want = np.asarray(model(x, training=False))
+    (_, y), = got.items()
+    return sig, float(np.abs(y - want).max())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", default="models/shapes/1/model.keras")
     parser.add_argument("--out", default="models/shapes-sm/1")
     parser.add_argument("--no-config", action="store_true",
                         help="do not copy <src model dir>/config.json beside the export")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="export again, replacing whatever --out holds")
     parser.add_argument("--atol", type=float, default=1e-5)
     parser.add_argument("--method", choices=("archive", "export"), default="archive",
                         help="ExportArchive without track() (default) or plain model.export()")
     args = parser.parse_args(argv)
 
     out = os.path.normpath(args.out)
-    if os.path.exists(out):
-        if not args.overwrite:
-            parser.error(f"{out} exists (use --overwrite to replace it)")
-        shutil.rmtree(out)
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import numpy as np
-    import tensorflow as tf
 
     model = keras.models.load_model(args.src, compile=False)
+    if os.path.exists(out) and not args.overwrite:
+        try:
+            _, diff = compare(model, out)
+        except Exception as exc:  # not a SavedModel, or one of another model
+            diff, why = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        if diff is not None and diff <= args.atol:
+            print(f"{out} is already an export of {args.src} (max abs diff {diff:.2e} on a "
+                  "random batch): left in place; --overwrite exports it again")
+            return 0
+        if diff is not None:
+            why = f"max abs diff {diff:.2e} > {args.atol}"
+        parser.error(f"{out} exists and is not an export of {args.src} ({why}): choose "
+                     "another --out, or --overwrite to replace it")
+    if os.path.exists(out):
+        shutil.rmtree(out)
+
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     if args.method == "export":
         model.export(out, format="tf_saved_model", verbose=False)
@@ -74,14 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         export_savedmodel(model, out)
 
     # Check: the reloaded serving signature reproduces the Keras model.
-    sig = tf.saved_model.load(out).signatures["serving_default"]
+    sig, diff = compare(model, out)
     (input_name, spec), = sig.structured_input_signature[1].items()
-    shape = [2 if d is None else d for d in spec.shape]
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    got = {k: v.numpy() for k, v in sig(**{input_name: tf.constant(x)}).items()}
-    want = np.asarray(model(x, training=False))
-    (output_name, y), = got.items()
-    diff = float(np.abs(y - want).max())
     print(f"exported {args.src} -> {out} ({dir_size(out)} bytes)")
     print(f"serving_default: {input_name} {spec.dtype.name} {spec.shape.as_list()} -> "
           + ", ".join(f"{k} {v.dtype.name} {v.shape.as_list()}"

@@ -3,12 +3,14 @@
 #   docker build -f docker/api.Dockerfile -t inferq-api .
 FROM python:3.11-slim
 
+# INFERQ_API_HOST: every interface of the container (the published port is what exposes it).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    PYTHONPATH=/app
+    PYTHONPATH=/app \
+    INFERQ_API_HOST=0.0.0.0
 
 WORKDIR /app
 

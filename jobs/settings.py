@@ -1,5 +1,7 @@
 """All settings, read once from INFERQ_* environment variables and checked at start."""
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, fields
 
 from jobs.ssrf import parse_networks
@@ -12,6 +14,8 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The address the API listens on: this machine only unless asked (the images set 0.0.0.0).
+    api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 3
     api_threads: int = 32
@@ -36,7 +40,7 @@ class Settings:
     max_json_bytes: int = 20 * 1024 * 1024
     max_json_depth: int = 32
     max_long_poll_s: float = 30.0
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR, in any case
     # Authentication: `key=tenant` pairs, comma-separated, or `@path` to a file with one
     # `key tenant` per line. With no keys set the API is open (local development).
     api_keys: str = ""
@@ -97,6 +101,15 @@ class Settings:
         if not schedule or min(schedule) <= 0:
             raise SettingsError("INFERQ_WEBHOOK_RETRY_SCHEDULE_S must be comma-separated "
                                 f"positive seconds, got {self.webhook_retry_schedule_s!r}")
+        level = self.log_level.strip().upper()
+        if level not in LOG_LEVELS:
+            raise SettingsError(f"INFERQ_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} "
+                                f"(any case), got {self.log_level!r}")
+        object.__setattr__(self, "log_level", level)  # what logging and Celery accept
+        if not _valid_host(self.api_host):
+            raise SettingsError("INFERQ_API_HOST must be an IP address or a host name (e.g. "
+                                f"127.0.0.1, or 0.0.0.0 for every interface), got "
+                                f"{self.api_host!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"INFERQ_REDIS_URL must be a redis:// or rediss:// URL, "
                                 f"got {self.redis_url!r}")
@@ -125,6 +138,19 @@ class Settings:
     def heartbeat_ttl_s(self) -> float:
         # A worker is taken for dead after missing three heartbeats.
         return self.heartbeat_s * 3
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.match(host))
 
 
 def _parse(kind, raw: str):

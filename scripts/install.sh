@@ -29,14 +29,31 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 
+# pip's output (build banners, notices) goes to a log, shown when pip fails; all of it on the
+# terminal with INFERQ_LOG_LEVEL=debug.
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+log_dir=${INFERQ_RUN_DIR:-.run}
+pip() {
+  level=${INFERQ_LOG_LEVEL:-info}
+  if [ "${level,,}" = debug ]; then
+    "$VENV/bin/python" -m pip "$@"
+  elif ! "$VENV/bin/python" -m pip "$@" >>"$log_dir/install.log" 2>&1; then
+    echo "install.sh: 'pip $*' failed; the last lines of $log_dir/install.log:" >&2
+    tail -n 30 "$log_dir/install.log" | sed 's/^/  /' >&2
+    exit 1
+  fi
+}
+
 # The CUDA build of TensorFlow where an NVIDIA driver is present, the CPU build elsewhere.
 extras="api,worker,webhooks,dev,cpu"
 command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,webhooks,dev,gpu"
 stamp="$VENV/.inferq-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "install.sh: installing Python packages ($extras) into $VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q ".[$extras]"
+  mkdir -p "$log_dir" && : > "$log_dir/install.log"
+  echo "install.sh: installing Python packages ($extras) into $VENV (minutes the first time; log: $log_dir/install.log)"
+  pip install -q --upgrade pip
+  pip install -q ".[$extras]"
   echo "$want" > "$stamp"
+  echo "install.sh: done"
 fi

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,6 +41,17 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
     raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def stays(predicate, duration_s: float, what: str, interval_s: float = 0.1):
+    """Check that `predicate` holds for `duration_s`, failing the moment it does not: for
+    showing that something does not happen within a time."""
+    deadline = time.monotonic() + duration_s
+    while True:
+        assert predicate(), f"{what} stopped holding"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval_s)
+
+
 class RedisServer:
     def __init__(self, aof: bool = False, appendfsync: str = "always"):
         if not shutil.which("redis-server"):
@@ -53,12 +66,19 @@ class RedisServer:
                      "--maxmemory-policy", "noeviction", "--appendonly", "yes" if aof else "no",
                      "--appendfsync", appendfsync]
         self.client = redis.Redis(port=self.port)
+        # Asks once per try: redis-py's own retries back off for seconds while it starts.
+        self._probe = redis.Redis(port=self.port, retry=Retry(NoBackoff(), 0))
         self._start()
 
     def _start(self):
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(self._ping, 10, "redis-server to answer")
+        try:
+            wait_for(self._ping, 10, "redis-server to answer")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
 
     def crash_and_restart(self, down_s: float = 1.0):
         """SIGKILL, stay down `down_s`, start again on the same port and data."""
@@ -77,13 +97,15 @@ class RedisServer:
 
     def _ping(self):
         try:
-            return self.client.ping()
+            return self._probe.ping()
         except redis.ConnectionError:
             return False
 
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+        self.client.close()
+        self._probe.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -153,8 +175,17 @@ def start_api(redis_url: str, capabilities: bool = True, **settings) -> tuple[Pr
         except requests.RequestException:  # not up yet, or slow under load
             return False
 
-    wait_for(up, 30, "the API to start")
+    _started(proc, up, 30, "the API to start")
     return proc, base
+
+
+def _started(proc: Proc, ready, timeout_s: float, what: str):
+    """Wait until `ready()`; a process that does not get there is stopped, not left behind."""
+    try:
+        wait_for(ready, timeout_s, what, 0.2)
+    except BaseException:
+        proc.stop(timeout_s=5)
+        raise
 
 
 def start_worker(redis_url: str, models=None, wait_ready: bool = True, gpu=None,
@@ -167,26 +198,30 @@ def start_worker(redis_url: str, models=None, wait_ready: bool = True, gpu=None,
         args += ["--gpu", str(gpu)]
     proc = Proc(args, service_env(redis_url, **settings), "worker")
     if wait_ready:
-        wait_until_serving(proc, redis_url, models or ["shapes"])
+        models = models or ["shapes"]
+        with redis.Redis.from_url(redis_url) as client:
+            _started(proc, lambda: _serving(proc, client, models), 120,
+                     f"worker {proc.pid} to serve {models}")
     return proc
 
 
 def wait_until_serving(proc: Proc, redis_url: str, models, timeout_s: float = 120):
     """Wait until this worker process heartbeats that it serves `models`."""
+    with redis.Redis.from_url(redis_url) as client:
+        wait_for(lambda: _serving(proc, client, models), timeout_s,
+                 f"worker {proc.pid} to serve {models}", 0.2)
+
+
+def _serving(proc: Proc, client, models) -> bool:
     from jobs.registry import live_workers
 
-    client = redis.Redis.from_url(redis_url)
-
-    def serving():
-        if not proc.alive():
-            raise RuntimeError("worker exited:\n" + proc.output()[-5000:])
-        for w in live_workers(client, 10):
-            served = {m["name"] for m in w["models"] if m["state"] == "available"}
-            if w["pid"] == proc.pid and set(models) <= served:
-                return True
-        return False
-
-    wait_for(serving, timeout_s, f"worker {proc.pid} to serve {models}", 0.2)
+    if not proc.alive():
+        raise RuntimeError("worker exited:\n" + proc.output()[-5000:])
+    for w in live_workers(client, 10):
+        served = {m["name"] for m in w["models"] if m["state"] == "available"}
+        if w["pid"] == proc.pid and set(models) <= served:
+            return True
+    return False
 
 
 def children(pid: int) -> list[int]:
@@ -216,5 +251,69 @@ def start_webhook_worker(redis_url: str, **settings) -> Proc:
             raise RuntimeError("webhook worker exited:\n" + proc.output()[-5000:])
         return " ready." in proc.output()
 
-    wait_for(ready, 60, "the webhook worker to start", 0.2)
+    _started(proc, ready, 60, "the webhook worker to start")
     return proc
+
+
+class Stack:
+    """Redis, the API under gunicorn, a worker serving `models` (empty: no worker) and, with
+    `webhooks`, the webhook worker, each a process. close() (or leaving the `with` block) stops
+    every process it started, whatever state they were left in, and removes Redis' data.
+    `settings` are INFERQ_* settings for every process; `repository` the model repository."""
+
+    def __init__(self, models=("shapes",), webhooks: bool = False, repository=None,
+                 aof: bool = False, **settings):
+        if repository is not None:
+            settings["model_repository"] = repository
+        self.repository = repository
+        self.settings = settings
+        self.procs: list[Proc] = []
+        self.api = self.worker = self.hooks = None
+        self.redis = RedisServer(aof=aof)
+        self.url = self.redis.url
+        self.client = redis.Redis.from_url(self.url)
+        try:
+            self.api, self.base = start_api(self.url, **settings)
+            self.procs.append(self.api)
+            # Webhook bodies carry the job's URLs: the workers point them at this API.
+            settings.setdefault("public_url", self.base)
+            if models:
+                self.worker = self.start_worker(models)
+            if webhooks:
+                self.hooks = self.start_webhook_worker()
+        except BaseException:
+            self.close()
+            raise
+
+    def start_worker(self, models=None, wait_ready: bool = True, gpu=None, **settings) -> Proc:
+        """Another worker (models None: every model in the repository), with the stack's
+        settings updated by `settings`; waits until it serves `models` unless told not to."""
+        proc = start_worker(self.url, models=models, wait_ready=False, gpu=gpu,
+                            **{**self.settings, **settings})
+        self.procs.append(proc)
+        if wait_ready:
+            wait_until_serving(proc, self.url, models or ["shapes"])
+        return proc
+
+    def start_webhook_worker(self, **settings) -> Proc:
+        proc = start_webhook_worker(self.url, **{**self.settings, **settings})
+        self.procs.append(proc)
+        return proc
+
+    def close(self):
+        for proc in reversed(self.procs):
+            try:
+                if proc.alive():
+                    os.killpg(proc.pid, signal.SIGCONT)  # a test may have left it stopped
+                proc.stop()
+            except Exception:  # keep stopping the rest
+                pass
+        self.procs = []
+        self.client.close()
+        self.redis.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

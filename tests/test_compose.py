@@ -4,9 +4,11 @@ The Compose file is validated against the Compose Specification's JSON Schema (t
 `docker compose` itself uses), then the properties a user relies on are asserted.
 """
 import json
+import os
 import re
 import secrets
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -177,8 +179,9 @@ def test_workers(services, name):
     e = env(w)
     assert e["INFERQ_REDIS_URL"] == "redis://redis:6379/0"
     assert e["INFERQ_MODEL_REPOSITORY"] == "/models"
-    assert "./models:/models:ro" in w["volumes"]
+    assert "models:/models:ro" in w["volumes"]
     assert w["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert w["depends_on"]["models-init"]["condition"] == "service_completed_successfully"
     assert w["restart"] == "unless-stopped"
     assert w["stop_signal"] == "SIGTERM"
     assert w["stop_grace_period"] == "60s"
@@ -206,9 +209,133 @@ def test_worker_cpu_has_no_gpu(services):
     assert "INFERQ_GPU" not in env(w)
 
 
-def test_redis_and_api_start_without_a_profile(services):
-    assert "profiles" not in services["redis"]
-    assert "profiles" not in services["api"]
+def test_up_without_a_profile_starts_what_the_header_says(services):
+    """`docker compose up -d` starts every service without a profile; the header says which."""
+    unprofiled = {name for name, s in services.items() if "profiles" not in s}
+    assert unprofiled == {"redis", "models-init", "api", "webhooks"}
+    header = (ROOT / "docker-compose.yml").read_text().split("\n\n")[0]
+    [line] = [text for text in header.splitlines()
+              if re.search(r"docker compose up -d\b(?! *--profile)", text)]
+    said = line.split("#", 2)[2]
+    assert all(word in said for word in ("Redis", "the API", "the webhook worker")), line
+    assert "no inference worker" in said
+
+
+def test_the_api_listens_on_every_interface_of_its_container(services):
+    # make run listens on 127.0.0.1 (the default); inside compose's network the published
+    # port has to reach the API.
+    assert env(services["api"])["INFERQ_API_HOST"] == "0.0.0.0"
+    image_env = " ".join(rest for k, rest in instructions(dockerfile(services["api"]))
+                         if k == "ENV")
+    assert "INFERQ_API_HOST=0.0.0.0" in image_env
+
+
+def interpolate(text: str, variables: dict) -> str:
+    """Compose's interpolation (`${VAR}`, `${VAR:-default}`, `${VAR-default}`, nested), as
+    `docker compose config` would resolve it."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            depth, j = 1, i + 2
+            while depth:
+                if text.startswith("${", j):
+                    depth, j = depth + 1, j + 2
+                    continue
+                depth -= text[j] == "}"
+                j += 1
+            name, op, default = re.match(r"(\w+)(?:(:?-)(.*))?$", text[i + 2:j - 1], re.S).groups()
+            value = variables.get(name)
+            if op and (value is None or (op == ":-" and value == "")):
+                value = interpolate(default, variables)
+            out.append(value or "")
+            i = j
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def test_interpolate_reads_nested_defaults_as_compose_does():
+    assert interpolate("${A:-${B:-x}}", {}) == "x"
+    assert interpolate("${A:-${B:-x}}", {"B": "b"}) == "b"
+    assert interpolate("${A:-${B:-x}}/${C}", {"A": "a", "C": "c"}) == "a/c"
+    assert interpolate("${A-x}", {"A": ""}) == "" and interpolate("$${A}", {}) == "${A}"
+
+
+@pytest.mark.parametrize("variables,url,port", [
+    ({}, "http://localhost:8000", "8000"),
+    ({"INFERQ_API_PORT": "9000"}, "http://localhost:9000", "9000"),
+    ({"INFERQ_API_PORT": "9000", "INFERQ_PUBLIC_URL": "https://inferq.example.com"},
+     "https://inferq.example.com", "9000"),
+])
+def test_one_public_url_reaches_every_service_and_follows_the_port(services, variables, url,
+                                                                   port):
+    """Job URLs (API answers, webhook bodies) start with the same base, on the published port
+    unless INFERQ_PUBLIC_URL says otherwise."""
+    values = {name: env(s).get("INFERQ_PUBLIC_URL") for name, s in services.items()
+              if name in ("api", "webhooks", *WORKERS)}
+    assert len(set(values.values())) == 1, values
+    assert interpolate(values["api"], variables) == url
+    assert interpolate(services["api"]["ports"][0], variables) == f"{port}:8000"
+
+
+def test_the_model_volume_is_shared_and_filled_from_models(compose, services):
+    """Models live in a named volume (the API runs as UID 10001 and writes uploads into it);
+    models-init fills it from ./models and hands it to that user before the API starts."""
+    assert "models" in compose["volumes"]
+    assert "models:/models" in services["api"]["volumes"]
+    assert services["api"]["depends_on"]["models-init"]["condition"] == \
+        "service_completed_successfully"
+    for name in WORKERS:
+        assert "models:/models:ro" in services[name]["volumes"]
+    init = services["models-init"]
+    assert {"./models:/seed:ro", "./docker/models-init.sh:/models-init.sh:ro",
+            "models:/models"} <= set(init["volumes"])
+    assert init["entrypoint"] == ["sh", "/models-init.sh"]
+    assert init["restart"] == "no"
+    # The images run as the user the volume is handed to.
+    for name in ("api", *WORKERS):
+        users = [rest for k, rest in instructions(dockerfile(services[name])) if k == "USER"]
+        assert users[-1] == "10001:10001", name
+
+
+def models_init(seed: Path, volume: Path):
+    return subprocess.run(["sh", str(ROOT / "docker" / "models-init.sh")], text=True,
+                          capture_output=True, timeout=60, check=True,
+                          env={**os.environ, "SEED": str(seed), "MODELS": str(volume),
+                               "OWNER": f"{os.getuid()}:{os.getgid()}"})
+
+
+def test_models_init_adds_what_the_volume_lacks_and_changes_nothing_else(tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    first = models_init(ROOT / "models", volume)
+    assert "models-init: added shapes/1" in first.stdout
+    for path in (ROOT / "models").rglob("*"):
+        copy = volume / path.relative_to(ROOT / "models")
+        assert copy.exists(), copy
+        if path.is_file():
+            assert copy.read_bytes() == path.read_bytes()
+    # An upload (a new model, a new version) and an edit in the volume stay as they are; a new
+    # version in ./models is added, and nothing else is said.
+    seed = tmp_path / "seed"
+    subprocess.run(["cp", "-R", str(ROOT / "models"), str(seed)], check=True)
+    (seed / "shapes" / "2").mkdir()
+    (seed / "shapes" / "2" / "model.keras").write_bytes(b"v2")
+    (seed / "shapes" / "config.json").write_text("{}")  # changed in ./models: not copied
+    (volume / "uploaded" / "1").mkdir(parents=True)
+    (volume / "games" / "config.json").write_text('{"edited": true}')
+    second = models_init(seed, volume)
+    assert second.stdout == "models-init: added shapes/2\n"
+    assert (volume / "shapes" / "2" / "model.keras").read_bytes() == b"v2"
+    assert (volume / "shapes" / "config.json").read_bytes() == \
+        (ROOT / "models" / "shapes" / "config.json").read_bytes()
+    assert (volume / "uploaded" / "1").is_dir()
+    assert (volume / "games" / "config.json").read_text() == '{"edited": true}'
+    assert not list(volume.rglob(".incoming-*"))
 
 
 def test_dockerignore_keeps_what_the_images_need():
@@ -252,6 +379,15 @@ def test_api_keys_come_from_dotenv_and_the_example_is_a_working_setup(services):
     api = env(services["api"])
     for name in ("INFERQ_API_KEYS", "INFERQ_ADMIN_KEYS", "INFERQ_RATE_LIMIT_SUBMIT"):
         assert api[name].startswith("${" + name), name
+    comments = (ROOT / ".env.example").read_text()
+    assert "replace both placeholder keys" in comments and "refuses to start" in comments
+    for name in ("INFERQ_API_KEYS", "INFERQ_ADMIN_KEYS"):
+        keys = [pair.split("=")[0] for pair in example[name].split(",")]
+        assert keys and all(key.startswith("change-me-") for key in keys), name
+    # Left unset, the public URL follows the published port (see the compose file).
+    assert "INFERQ_PUBLIC_URL" not in example and "INFERQ_API_PORT" not in example
+    replaced = {name: re.sub(r"change-me-[\w-]+", lambda _: secrets.token_urlsafe(32), value)
+                for name, value in example.items()}
     from api.auth import Keyring
     from api.limits import install
     from jobs.settings import load_settings
@@ -259,10 +395,7 @@ def test_api_keys_come_from_dotenv_and_the_example_is_a_working_setup(services):
     settings = load_settings(example)
     with pytest.raises(SettingsError, match="INFERQ_API_KEYS .*placeholder"):
         Keyring(settings.api_keys, settings.admin_keys)
-    # Each placeholder key replaced by a made one, as the example's header says.
-    made = {k: re.sub(r"change-me[^=,]*", lambda _: secrets.token_urlsafe(32), v)
-            for k, v in example.items()}
-    settings = load_settings(made)
+    settings = load_settings(replaced)
     keyring = Keyring(settings.api_keys, settings.admin_keys)
     assert keyring.enabled
     install(__import__("flask").Flask("check"), settings)  # the limits parse

@@ -39,7 +39,7 @@ STACK_COMMANDS = {
     "make chaos": "the suite itself (pytest -m chaos)",
     "make bench": "make bench-quick, run in CI (bench/README.md)",
     "make train-demo": "tests/test_demo_models.py checks the committed demo models",
-    "python -m demo.": "tests/test_demo_models.py checks the committed demo models",
+    "python -m demo.": "tests/test_export_savedmodel.py and tests/test_demo_models.py run them",
     "docker compose": "tests/test_compose.py checks docker-compose.yml and the images",
     "cp .env.example .env": "tests/test_compose.py checks .env.example against the compose file",
     "pip install": "tests/test_layout.py installs the project and checks what it adds",

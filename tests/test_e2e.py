@@ -8,27 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-import redis
 import requests
 
 from demo.shapes import random_examples
 from jobs.producer import Producer
-from stack.processes import ROOT, RedisServer, children, model_processes, start_api, start_worker
+from stack.processes import ROOT, children, model_processes
 from tests.test_metrics import parse
 
 EXAMPLES = ROOT / "examples"
-
-
-@pytest.fixture(scope="module")
-def stack():
-    server = RedisServer()
-    api, base = start_api(server.url)
-    worker = start_worker(server.url, models=["shapes"])
-    yield {"redis": server, "base": base, "api": api, "worker": worker}
-    worker.stop()
-    api.stop()
-    server.stop()
 
 
 def submit(base, files, model="shapes"):
@@ -45,15 +32,15 @@ def wait_job(job, wait_s=30):
 
 
 def metrics(stack) -> dict:
-    resp = requests.get(stack["base"] + "/metrics", timeout=5)
+    resp = requests.get(stack.base + "/metrics", timeout=5)
     assert resp.status_code == 200
     return parse(resp.text)
 
 
 def test_ready_and_models_show_the_live_worker(stack):
-    ready = requests.get(stack["base"] + "/readyz", timeout=5)
+    ready = requests.get(stack.base + "/readyz", timeout=5)
     assert ready.status_code == 200 and ready.json()["models"] == ["shapes"]
-    model = requests.get(stack["base"] + "/v1/models/shapes", timeout=5).json()
+    model = requests.get(stack.base + "/v1/models/shapes", timeout=5).json()
     assert model["state"] == "available" and model["workers"] == 1
     assert model["default_version"] == 1
     assert [(v["version"], v["state"]) for v in model["versions"]] == [(1, "available")]
@@ -66,7 +53,7 @@ def test_200_concurrent_images_are_classified_in_micro_batches(stack):
     def one(i_label_data):
         i, (label, data) = i_label_data
         ext = "jpg" if data[:2] == b"\xff\xd8" else "png"
-        job = submit(stack["base"], [(f"{i}.{ext}", data)])
+        job = submit(stack.base, [(f"{i}.{ext}", data)])
         return label, wait_job(job)
 
     before = metrics(stack)
@@ -102,7 +89,7 @@ def test_200_concurrent_images_are_classified_in_micro_batches(stack):
 
 def test_a_job_with_several_images_keeps_their_order(stack):
     names = ["circle.png", "square.png", "triangle.png", "triangle.jpg"]
-    job = wait_job(submit(stack["base"], [(n, (EXAMPLES / n).read_bytes()) for n in names]))
+    job = wait_job(submit(stack.base, [(n, (EXAMPLES / n).read_bytes()) for n in names]))
     assert job["status"] == "succeeded"
     assert [o["top_k"][0]["label"] for o in job["outputs"]] == [
         "circle", "square", "triangle", "triangle"]
@@ -112,7 +99,7 @@ def test_a_job_with_several_images_keeps_their_order(stack):
 def test_json_base64_submit_and_long_poll(stack):
     import base64
     data = base64.b64encode((EXAMPLES / "square.png").read_bytes()).decode()
-    resp = requests.post(stack["base"] + "/v1/models/shapes/jobs",
+    resp = requests.post(stack.base + "/v1/models/shapes/jobs",
                          json={"images": [{"b64": data}]}, timeout=10)
     assert resp.status_code == 202
     started = time.monotonic()
@@ -124,19 +111,19 @@ def test_json_base64_submit_and_long_poll(stack):
 
 def test_an_undecodable_input_fails_only_its_own_job(stack):
     # Bypass the API's checks, as a bug or another producer might, to reach the worker's guard.
-    store = Producer(redis.Redis.from_url(stack["redis"].url), 600, 10000, 60)
+    store = Producer(stack.client, 600, 10000, 60)
     bad, _ = store.enqueue("shapes", [b"\x89PNG\r\n\x1a\n not really a png"])
     assert bad["version"] == "1"
-    good = submit(stack["base"], [("c.png", (EXAMPLES / "circle.png").read_bytes())])
+    good = submit(stack.base, [("c.png", (EXAMPLES / "circle.png").read_bytes())])
     bad_record = store.wait(bad["id"], 30)
     assert bad_record["status"] == "failed" and "cannot decode image" in bad_record["error"]
     assert wait_job(good)["status"] == "succeeded"
-    assert stack["worker"].alive()
+    assert stack.worker.alive()
 
 
 def test_requests_gunicorn_refuses_get_json_errors_too(stack):
     """Requests that never reach the app (gunicorn's limits, an unparsable request line)."""
-    base = stack["base"]
+    base = stack.base
     long_url = requests.get(f"{base}/v1/jobs/{'x' * 5000}", timeout=5)
     many_headers = requests.get(f"{base}/healthz", timeout=5,
                                 headers={f"X-Filler-{i}": "1" for i in range(120)})
@@ -159,23 +146,23 @@ def test_requests_gunicorn_refuses_get_json_errors_too(stack):
 
 def test_api_processes_never_load_tensorflow(stack):
     """After serving all of the above, no API process has TensorFlow mapped in memory."""
-    api_pids = [stack["api"].pid] + children(stack["api"].pid)
+    api_pids = [stack.api.pid] + children(stack.api.pid)
     assert len(api_pids) >= 2  # the gunicorn master and its workers
     for pid in api_pids:
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "tensorflow" not in maps and "libtf" not in maps, f"API process {pid}"
     # The check above does see TensorFlow where it is: in the worker's model process.
-    model_pids = model_processes(stack["worker"].pid)
+    model_pids = model_processes(stack.worker.pid)
     assert any("tensorflow" in Path(f"/proc/{pid}/maps").read_text() for pid in model_pids)
     # The worker's own process (the supervisor beside Celery) does not load it either.
-    assert "tensorflow" not in Path(f"/proc/{stack['worker'].pid}/maps").read_text()
+    assert "tensorflow" not in Path(f"/proc/{stack.worker.pid}/maps").read_text()
 
 
 def test_api_module_imports_no_tensorflow_after_serving_requests(stack):
     code = f"""
 import sys
 from api.app import create_app
-client = create_app({{"redis_url": {stack['redis'].url!r}}}).test_client()
+client = create_app({{"redis_url": {stack.url!r}}}).test_client()
 with open({str(EXAMPLES / 'circle.png')!r}, 'rb') as f:
     resp = client.post('/v1/models/shapes/jobs', data={{'image': (f, 'c.png')}})
 assert resp.status_code == 202, resp.get_data()

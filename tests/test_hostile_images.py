@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import redis
 import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
@@ -20,8 +19,7 @@ from jobs import keys
 from jobs.registry import live_workers
 from tests.hostile_images import (ACCEPTED_CASES, CASES, QUADRANTS, UPRIGHT_SIZE, save,
                                   stored_for_orientation, with_orientation)
-from stack.processes import (ROOT, RedisServer, model_processes, queued_inputs, start_api,
-                         start_worker)
+from stack.processes import ROOT, model_processes, queued_inputs
 from tests.test_api import make_repo
 from worker.preprocess import DecodeError, decode_image
 
@@ -161,17 +159,6 @@ def test_decoding_mutated_images_only_raises_decode_error(data):
 
 # --- a real worker serves every accepted case ------------------------------------------------
 
-@pytest.fixture(scope="module")
-def stack():
-    server = RedisServer()
-    api, base = start_api(server.url)
-    worker = start_worker(server.url, models=["shapes"])
-    yield {"redis": server, "base": base, "worker": worker}
-    worker.stop()
-    api.stop()
-    server.stop()
-
-
 def run_job(base: str, name: str, data: bytes) -> dict:
     resp = requests.post(f"{base}/v1/models/shapes/jobs", files=[("image", (name, data))],
                          timeout=30)
@@ -181,12 +168,12 @@ def run_job(base: str, name: str, data: bytes) -> dict:
 
 
 def test_a_real_worker_serves_every_accepted_case_and_keeps_running(stack, corpus):
-    worker = stack["worker"]
+    worker = stack.worker
     before = model_processes(worker.pid)
     assert before
     with ThreadPoolExecutor(4) as pool:
         jobs = dict(zip((c.name for c in ACCEPTED_CASES), pool.map(
-            lambda c: run_job(stack["base"], c.name, corpus[c.name]), ACCEPTED_CASES)))
+            lambda c: run_job(stack.base, c.name, corpus[c.name]), ACCEPTED_CASES)))
     failed = {name: job.get("error") for name, job in jobs.items() if job["status"] != "succeeded"}
     assert failed == {}
     for job in jobs.values():
@@ -195,9 +182,9 @@ def test_a_real_worker_serves_every_accepted_case_and_keeps_running(stack, corpu
         assert abs(sum(t["score"] for t in top_k) - 1) < 1e-3
     # The same worker and the same model process served them all, and still serve.
     assert worker.alive() and model_processes(worker.pid) == before
-    pids = [w["pid"] for w in live_workers(redis.Redis.from_url(stack["redis"].url), 10)]
+    pids = [w["pid"] for w in live_workers(stack.client, 10)]
     assert pids == [worker.pid]
-    job = run_job(stack["base"], "circle.png", (ROOT / "examples" / "circle.png").read_bytes())
+    job = run_job(stack.base, "circle.png", (ROOT / "examples" / "circle.png").read_bytes())
     assert job["status"] == "succeeded"
     assert job["outputs"][0]["top_k"][0]["label"] == "circle"
 
@@ -214,12 +201,12 @@ def broken_huffman_table_jpeg() -> bytes:
 def test_a_jpeg_broken_inside_a_whole_structure_fails_its_job_not_the_worker(stack):
     """The API checks a JPEG's structure, not its pixels (that costs a decode on every submit):
     damage only a decode finds is accepted, and the job fails with the decoder's error."""
-    worker = stack["worker"]
+    worker = stack.worker
     before = model_processes(worker.pid)
-    job = run_job(stack["base"], "broken.jpg", broken_huffman_table_jpeg())
+    job = run_job(stack.base, "broken.jpg", broken_huffman_table_jpeg())
     assert job["status"] == "failed"
     assert job["outputs"][0]["status"] == "failed"
     assert "cannot decode image" in job["outputs"][0]["error"]
     assert worker.alive() and model_processes(worker.pid) == before
-    job = run_job(stack["base"], "circle.png", (ROOT / "examples" / "circle.png").read_bytes())
+    job = run_job(stack.base, "circle.png", (ROOT / "examples" / "circle.png").read_bytes())
     assert job["status"] == "succeeded"

@@ -5,15 +5,13 @@ import json
 import os
 import shutil
 import threading
-import time
 
 import numpy as np
 import pytest
 import requests
 
 from demo.games import games_rule
-from stack.processes import (ROOT, RedisServer, children, model_processes, start_api, start_worker,
-                         wait_for)
+from stack.processes import ROOT, children, model_processes, wait_for
 
 EXAMPLES = ROOT / "examples"
 MODELS = ROOT / "models"
@@ -21,18 +19,11 @@ FAST = {"repository_poll_s": 0.5, "heartbeat_s": 0.5}
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack(stack_factory, tmp_path):
     """Redis and the API over a repository of this test's own; workers started by the test."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    server = RedisServer()
-    settings = {"model_repository": repo, "model_admin": 1, **FAST}
-    api, base = start_api(server.url, **settings)
-    procs = [api]
-    yield {"repo": repo, "base": base, "url": server.url, "settings": settings, "procs": procs}
-    for proc in reversed(procs):
-        proc.stop()
-    server.stop()
+    return stack_factory(models=None, repository=repo, model_admin=1, **FAST)
 
 
 def copy_model(src: str, repo, name: str, version: int = 1, config: dict | None = None):
@@ -48,7 +39,7 @@ def copy_model(src: str, repo, name: str, version: int = 1, config: dict | None 
 
 
 def model(stack, name):
-    return requests.get(f"{stack['base']}/v1/models/{name}", timeout=10).json()
+    return requests.get(f"{stack.base}/v1/models/{name}", timeout=10).json()
 
 
 def version_state(stack, name, version):
@@ -60,7 +51,7 @@ def version_state(stack, name, version):
 
 def run_job(stack, name, files=None, json_body=None, version=None, wait_s=30):
     path = f"/v1/models/{name}" + (f"/versions/{version}" if version else "") + "/jobs"
-    resp = requests.post(stack["base"] + path, files=files, json=json_body, timeout=30)
+    resp = requests.post(stack.base + path, files=files, json=json_body, timeout=30)
     assert resp.status_code == 202, resp.text
     return requests.get(resp.json()["urls"]["get"], params={"wait": wait_s},
                         timeout=wait_s + 10).json()
@@ -72,10 +63,8 @@ def image(name):
 
 def test_one_worker_serves_an_image_model_a_tensor_h5_and_a_savedmodel(stack):
     for name in ("shapes", "games", "shapes-sm"):
-        copy_model(name, stack["repo"], name)
-    worker = start_worker(stack["url"], models=["shapes", "games", "shapes-sm"],
-                          **stack["settings"])
-    stack["procs"].append(worker)
+        copy_model(name, stack.repository, name)
+    worker = stack.start_worker(["shapes", "games", "shapes-sm"])
     assert len(model_processes(worker.pid)) == 3  # one process per model version
     # Each job gets its own model's outputs.
     for name in ("shapes", "shapes-sm"):
@@ -96,12 +85,12 @@ def test_one_worker_serves_an_image_model_a_tensor_h5_and_a_savedmodel(stack):
     # Inputs the model cannot take are refused before they are queued.
     for bad in ({"instances": [[1, 0, 1]]}, {"instances": [{"g1": 1}]}, {"images": []},
                 {"instances": [["a"] * 10]}):
-        resp = requests.post(f"{stack['base']}/v1/models/games/jobs", json=bad, timeout=10)
+        resp = requests.post(f"{stack.base}/v1/models/games/jobs", json=bad, timeout=10)
         assert resp.status_code == 400, bad
-    resp = requests.post(f"{stack['base']}/v1/models/games/jobs", files=image("circle.png"),
+    resp = requests.post(f"{stack.base}/v1/models/games/jobs", files=image("circle.png"),
                          timeout=10)
     assert resp.status_code == 415
-    listing = {m["name"]: m for m in requests.get(f"{stack['base']}/v1/models",
+    listing = {m["name"]: m for m in requests.get(f"{stack.base}/v1/models",
                                                   timeout=10).json()["models"]}
     assert {n: m["state"] for n, m in listing.items()} == {
         "games": "available", "shapes": "available", "shapes-sm": "available"}
@@ -109,9 +98,8 @@ def test_one_worker_serves_an_image_model_a_tensor_h5_and_a_savedmodel(stack):
 
 
 def test_new_version_takes_over_while_jobs_flow_and_a_broken_one_changes_nothing(stack):
-    copy_model("shapes", stack["repo"], "hot")
-    worker = start_worker(stack["url"], models=["hot"], **stack["settings"])
-    stack["procs"].append(worker)
+    copy_model("shapes", stack.repository, "hot")
+    worker = stack.start_worker(["hot"])
     results, stop = [], threading.Event()
 
     def client():
@@ -122,7 +110,7 @@ def test_new_version_takes_over_while_jobs_flow_and_a_broken_one_changes_nothing
     for t in threads:
         t.start()
     wait_for(lambda: len(results) >= 10, 60, "jobs on v1")
-    copy_model("shapes", stack["repo"], "hot", version=2)
+    copy_model("shapes", stack.repository, "hot", version=2)
     wait_for(lambda: sum(r["version"] == "2" for r in results) >= 10, 90, "jobs to move to v2")
     stop.set()
     for t in threads:
@@ -138,9 +126,9 @@ def test_new_version_takes_over_while_jobs_flow_and_a_broken_one_changes_nothing
     assert len(model_processes(worker.pid)) == 1
 
     # A corrupt version 3: it is reported with its error, and v2 keeps serving.
-    (stack["repo"] / ".v3").mkdir()
-    (stack["repo"] / ".v3" / "model.keras").write_bytes(b"this is not a keras file")
-    os.rename(stack["repo"] / ".v3", stack["repo"] / "hot" / "3")
+    (stack.repository / ".v3").mkdir()
+    (stack.repository / ".v3" / "model.keras").write_bytes(b"this is not a keras file")
+    os.rename(stack.repository / ".v3", stack.repository / "hot" / "3")
     v3 = wait_for(lambda: (s := version_state(stack, "hot", 3)) and s.get("reason")
                   and s["state"] == "unavailable" and s["reason"] != "no live worker serves "
                   "this version" and s, 60, "v3's load to fail")
@@ -152,18 +140,17 @@ def test_new_version_takes_over_while_jobs_flow_and_a_broken_one_changes_nothing
     assert job["status"] == "succeeded" and job["version"] == "2"
     # A pinned job goes to the version it names, and a version that is not served is 404.
     assert run_job(stack, "hot", files=image("circle.png"), version=2)["version"] == "2"
-    resp = requests.post(f"{stack['base']}/v1/models/hot/versions/7/jobs",
+    resp = requests.post(f"{stack.base}/v1/models/hot/versions/7/jobs",
                          files=image("circle.png"), timeout=10)
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "unknown_version"
 
 
 def test_a_changed_config_is_picked_up_without_a_restart(stack):
-    copy_model("shapes", stack["repo"], "cfg")
-    worker = start_worker(stack["url"], models=["cfg"], **stack["settings"])
-    stack["procs"].append(worker)
+    copy_model("shapes", stack.repository, "cfg")
+    worker = stack.start_worker(["cfg"])
     assert len(run_job(stack, "cfg", files=image("circle.png"))["outputs"][0]["top_k"]) == 3
     config = json.loads((MODELS / "shapes" / "config.json").read_text())
-    (stack["repo"] / "cfg" / "config.json").write_text(json.dumps({**config, "top_k": 1}))
+    (stack.repository / "cfg" / "config.json").write_text(json.dumps({**config, "top_k": 1}))
 
     def top_k_is_one():
         job = run_job(stack, "cfg", files=image("circle.png"))
@@ -186,24 +173,23 @@ def rss_kib(pids) -> int:
 
 
 def test_load_and_unload_twenty_times_through_the_api_gives_memory_back(stack):
-    worker = start_worker(stack["url"], models=None, wait_ready=False, **stack["settings"])
-    stack["procs"].append(worker)
+    worker = stack.start_worker(None, wait_ready=False)
     config = {**json.loads((MODELS / "shapes" / "config.json").read_text()),
               "max_batch_size": 1}
     loaded, unloaded = [], []
     for cycle in range(20):
         with open(MODELS / "shapes" / "1" / "model.keras", "rb") as f:
-            resp = requests.put(f"{stack['base']}/v1/models/cycle/versions/1",
+            resp = requests.put(f"{stack.base}/v1/models/cycle/versions/1",
                                 files={"model": ("model.keras", f)},
                                 data={"config": json.dumps(config)}, timeout=30)
         assert resp.status_code == 201, resp.text
         wait_for(lambda: model(stack, "cycle").get("state") == "available", 60, "the load")
         assert run_job(stack, "cycle", files=image("square.png"))["status"] == "succeeded"
         loaded.append(rss_kib([worker.pid] + children(worker.pid)))  # tracker included
-        resp = requests.delete(f"{stack['base']}/v1/models/cycle", timeout=10)
+        resp = requests.delete(f"{stack.base}/v1/models/cycle", timeout=10)
         assert resp.status_code == 202
         wait_for(lambda: not model_processes(worker.pid), 60, "the model process to exit")
-        assert requests.post(f"{stack['base']}/v1/models/cycle/jobs", files=image("square.png"),
+        assert requests.post(f"{stack.base}/v1/models/cycle/jobs", files=image("square.png"),
                              timeout=10).status_code == 404
         unloaded.append(rss_kib([worker.pid] + children(worker.pid)))
     print(f"\nworker memory with the model loaded: cycle 1 {loaded[0] / 1024:.0f} MiB, "
@@ -214,8 +200,8 @@ def test_load_and_unload_twenty_times_through_the_api_gives_memory_back(stack):
     assert loaded[0] > unloaded[0] * 2  # the model's memory really was in the child
 
 
-def test_model_admin_refuses_bad_uploads_and_is_off_by_default(stack, tmp_path):
-    base = stack["base"]
+def test_model_admin_refuses_bad_uploads_and_is_off_by_default(stack, stack_factory):
+    base = stack.base
     resp = requests.put(f"{base}/v1/models/new/versions/1",
                         files={"model": ("model.bin", b"x")}, timeout=10)
     assert resp.status_code == 400
@@ -227,16 +213,9 @@ def test_model_admin_refuses_bad_uploads_and_is_off_by_default(stack, tmp_path):
     resp = requests.put(f"{base}/v1/models/new/versions/1", files={"model": ("model.keras", keras)},
                         data={"config": json.dumps({"input": {"size": [0, 1]}})}, timeout=10)
     assert resp.status_code == 400 and "input.size" in resp.json()["error"]["message"]
-    assert not (stack["repo"] / "new").exists() or not os.listdir(stack["repo"] / "new")
+    assert not (stack.repository / "new").exists() or not os.listdir(stack.repository / "new")
     assert requests.delete(f"{base}/v1/models/nope", timeout=10).status_code == 404
-    off = RedisServer()
-    try:
-        api, off_base = start_api(off.url, model_repository=stack["repo"])
-        try:
-            resp = requests.delete(f"{off_base}/v1/models/whatever", timeout=10)
-            assert resp.status_code == 403
-            assert resp.json()["error"]["code"] == "admin_disabled"
-        finally:
-            api.stop()
-    finally:
-        off.stop()
+    off = stack_factory(models=None, repository=stack.repository)
+    resp = requests.delete(f"{off.base}/v1/models/whatever", timeout=10)
+    assert resp.status_code == 403
+    assert resp.json()["error"]["code"] == "admin_disabled"

@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 
 from api.app import create_app
 from api.openapi import OPERATIONS
-from stack.processes import BIN, RedisServer, start_api, start_worker
+from stack.processes import BIN
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance")
@@ -59,19 +59,9 @@ def test_docs_page_points_at_the_document(app):
 
 
 @pytest.fixture(scope="module")
-def live_api():
-    redis = RedisServer()
-    api = worker = None
-    try:
-        # Short long-polls and deadlines keep each fuzzed request quick.
-        api, base = start_api(redis.url, max_long_poll_s=2, max_inputs_per_job=8)
-        worker = start_worker(redis.url, models=["shapes"])
-        yield base
-    finally:
-        for proc in (api, worker):
-            if proc is not None:
-                proc.stop()
-        redis.stop()
+def live_api(module_stack_factory):
+    # Short long-polls and deadlines keep each fuzzed request quick.
+    return module_stack_factory(models=["shapes"], max_long_poll_s=2, max_inputs_per_job=8).base
 
 
 def test_live_server_conforms_to_the_document(live_api, tmp_path):

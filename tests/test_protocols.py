@@ -5,32 +5,28 @@ import shutil
 
 import numpy as np
 import pytest
-import redis
 import requests
 import tritonclient.http as triton
 
 from demo.games import games_rule
 from jobs import keys
-from stack.processes import ROOT, RedisServer, start_api, start_worker
+from stack.processes import ROOT
 
 EXAMPLES = ["circle.png", "square.png", "triangle.png", "triangle.jpg"]
 LABELS = ["circle", "square", "triangle", "triangle"]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(module_stack_factory, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     for name in ("shapes", "games"):
         shutil.copytree(ROOT / "models" / name, repo / name)
     shutil.copytree(ROOT / "models" / "games", repo / "idle")  # no worker serves this one
-    server = RedisServer()
-    settings = {"model_repository": repo}
-    api, base = start_api(server.url, **settings)
-    worker = start_worker(server.url, models=["shapes", "games"], **settings)
-    yield {"base": base, "redis": server, "host": base.removeprefix("http://")}
-    worker.stop()
-    api.stop()
-    server.stop()
+    return module_stack_factory(models=["shapes", "games"], repository=repo)
+
+
+def host(stack) -> str:
+    return stack.base.removeprefix("http://")
 
 
 def images() -> list[bytes]:
@@ -43,7 +39,7 @@ def rows(n=12, seed=3) -> np.ndarray:
 
 def async_outputs(stack, model, **request) -> list:
     """What the asynchronous API answers for the same inputs."""
-    resp = requests.post(f"{stack['base']}/v1/models/{model}/jobs", timeout=10, **request)
+    resp = requests.post(f"{stack.base}/v1/models/{model}/jobs", timeout=10, **request)
     assert resp.status_code == 202, resp.text
     job = requests.get(resp.json()["urls"]["get"], params={"wait": 30}, timeout=40).json()
     assert job["status"] == "succeeded"
@@ -51,7 +47,7 @@ def async_outputs(stack, model, **request) -> list:
 
 
 def test_triton_client_health_and_metadata(stack):
-    client = triton.InferenceServerClient(url=stack["host"])
+    client = triton.InferenceServerClient(url=host(stack))
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("shapes") and client.is_model_ready("games")
     assert not client.is_model_ready("idle")
@@ -67,7 +63,7 @@ def test_triton_client_health_and_metadata(stack):
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_triton_infer_on_an_fp32_tensor_model(stack, binary):
-    client = triton.InferenceServerClient(url=stack["host"])
+    client = triton.InferenceServerClient(url=host(stack))
     x = rows()
     inp = triton.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
@@ -82,7 +78,7 @@ def test_triton_infer_on_an_fp32_tensor_model(stack, binary):
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_triton_infer_with_encoded_images_in_a_bytes_input(stack, binary):
-    client = triton.InferenceServerClient(url=stack["host"])
+    client = triton.InferenceServerClient(url=host(stack))
     data = images() if binary else [base64.b64encode(d) for d in images()]
     inp = triton.InferInput("image", [len(data)], "BYTES")
     inp.set_data_from_numpy(np.array(data, dtype=np.object_), binary_data=binary)
@@ -101,7 +97,7 @@ def test_triton_infer_with_encoded_images_in_a_bytes_input(stack, binary):
 
 
 def test_kserve_errors_are_json(stack):
-    base = stack["base"]
+    base = stack.base
     resp = requests.post(f"{base}/v2/models/nope/infer", json={"inputs": []}, timeout=10)
     assert resp.status_code == 404 and "error" in resp.json()
     resp = requests.post(f"{base}/v2/models/games/infer", json={"inputs": [
@@ -116,7 +112,7 @@ def test_kserve_errors_are_json(stack):
 
 
 def test_tf_serving_row_and_columnar_formats_match_the_async_api(stack):
-    base = stack["base"]
+    base = stack.base
     b64 = [{"b64": base64.b64encode(d).decode()} for d in images()]
     row = requests.post(f"{base}/v1/models/shapes:predict", json={"instances": b64}, timeout=30)
     columnar = requests.post(f"{base}/v1/models/shapes/versions/1:predict",
@@ -145,7 +141,7 @@ def test_tf_serving_row_and_columnar_formats_match_the_async_api(stack):
 
 
 def test_tf_serving_status_metadata_and_errors(stack):
-    base = stack["base"]
+    base = stack.base
     status = requests.get(f"{base}/v1/models/shapes", timeout=10).json()
     assert status["model_version_status"] == [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
@@ -168,7 +164,7 @@ def test_tf_serving_status_metadata_and_errors(stack):
 
 
 def test_a_request_past_its_deadline_gets_an_error_and_leaves_nothing_running(stack):
-    base = stack["base"]
+    base = stack.base
     resp = requests.post(f"{base}/v1/models/idle:predict", params={"timeout": 1},
                          json={"instances": [[0] * 10]}, timeout=30)
     assert resp.status_code == 504 and "deadline" in resp.json()["error"]
@@ -177,7 +173,7 @@ def test_a_request_past_its_deadline_gets_an_error_and_leaves_nothing_running(st
         "parameters": {"timeout": 1}}, timeout=30)
     assert resp.status_code == 504
     # Both jobs were canceled at their deadline: a worker that comes later skips them.
-    client = redis.Redis.from_url(stack["redis"].url)
+    client = stack.client
     idle_jobs = [client.hgetall(k) for k in client.scan_iter(keys.job("*"))]
     idle_jobs = [j for j in idle_jobs if j.get(b"model") == b"idle"]
     assert len(idle_jobs) == 2 and {j[b"status"] for j in idle_jobs} == {b"canceled"}
@@ -200,7 +196,7 @@ def test_a_request_past_its_deadline_gets_an_error_and_leaves_nothing_running(st
                                b'"datatype": "FP32", "data": [0,0,0,0,0,0,0,0,0,0]}]}'),
 ])
 def test_hostile_protocol_bodies_are_400_not_500(stack, path, body):
-    resp = requests.post(stack["base"] + path, data=body,
+    resp = requests.post(stack.base + path, data=body,
                          headers={"Content-Type": "application/json"}, timeout=30)
     assert resp.status_code == 400, resp.text
     assert isinstance(resp.json()["error"], str)

@@ -11,6 +11,7 @@ from jobs.record import job_json
 from jobs.registry import heartbeat, live_workers, remove_worker
 from jobs.routing import set_default
 from jobs.stream import StreamConsumer
+from stack.processes import wait_for
 
 S = keys.stream("m", 1)
 OK = {"top_k": [{"label": "circle", "index": 0, "score": 0.9}],
@@ -180,12 +181,20 @@ def test_start_marks_running_and_records_the_version(store):
 def test_wait_wakes_on_the_finish_signal(store, r):
     job, _ = store.enqueue("m", [b"a"], fallback_version="1")
     entry = consumer(r).read(1)[0]
-    timer = threading.Timer(0.3, store.finish, ["m", 1, [InputResult(entry.id, job["id"], 0,
-                                                                     output=OK)]])
-    timer.start()
+
+    def finish_once_subscribed():
+        # The waiter has subscribed to the job's finish signal: it is waiting.
+        wait_for(lambda: r.pubsub_numsub(keys.finished(job["id"]))[0][1] > 0, 10,
+                 "the waiter to subscribe")
+        store.finish("m", 1, [InputResult(entry.id, job["id"], 0, output=OK)])
+
+    finisher = threading.Thread(target=finish_once_subscribed)
+    finisher.start()
+    started = time.monotonic()
     record = store.wait(job["id"], timeout_s=20)
-    timer.join()
+    finisher.join()
     assert record["status"] == "succeeded"
+    assert time.monotonic() - started < 10  # woken by the signal, not by the timeout
 
 
 def test_wait_returns_the_unfinished_job_when_time_runs_out(store):
@@ -200,12 +209,12 @@ def test_reclaim_takes_entries_of_a_dead_consumer_and_counts_deliveries(store, r
     assert len(dead.read(10)) == 2  # read, never acked: its worker died
     alive = consumer(r, "alive")
     assert alive.reclaim(min_idle_s=60, count=10) == []  # not idle long enough
-    time.sleep(0.15)
-    claimed = alive.reclaim(min_idle_s=0.1, count=10)
+    # Taken once they have been idle 0.1 s (a reclaim that finds none idle takes nothing).
+    claimed = wait_for(lambda: alive.reclaim(min_idle_s=0.1, count=10), 10, "idle entries")
     assert [(e.job_id, e.idx, e.deliveries) for e in claimed] == [(job["id"], 0, 2),
                                                                    (job["id"], 1, 2)]
-    time.sleep(0.15)
-    again = consumer(r, "third").reclaim(min_idle_s=0.1, count=10)
+    again = wait_for(lambda: consumer(r, "third").reclaim(min_idle_s=0.1, count=10), 10,
+                     "idle entries")
     assert [e.deliveries for e in again] == [3, 3]
 
 

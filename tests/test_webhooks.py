@@ -4,13 +4,14 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 import requests
 from PIL import Image
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from stack.processes import ROOT, RedisServer, start_api, start_webhook_worker, start_worker, wait_for
+from stack.processes import ROOT, stays, wait_for
 from tests.receiver import Receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -25,25 +26,19 @@ def png() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(module_stack_factory, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     subprocess.run([sys.executable, "-m", "tests.poison_model", str(repo)], cwd=ROOT, check=True,
                    capture_output=True, timeout=120)
-    server = RedisServer(aof=True)
-    settings = {"model_repository": repo, "webhook_secret": f"{SECRET},{OLD_SECRET}",
+    settings = {"webhook_secret": f"{SECRET},{OLD_SECRET}",
                 "webhook_allow_networks": "127.0.0.1/32",
                 "webhook_retry_schedule_s": str(RETRY_S)}
-    api, base = start_api(server.url, **settings)
-    settings["public_url"] = base
-    procs = {"api": api, "worker": start_worker(server.url, models=["poison"], **settings),
-             "hooks": start_webhook_worker(server.url, **settings)}
+    processes = module_stack_factory(models=["poison"], webhooks=True, repository=repo, aof=True,
+                                     **settings)
     receiver = Receiver()
-    yield {"base": base, "redis": server, "settings": settings, "procs": procs,
+    yield {"base": processes.base, "redis": processes.redis, "processes": processes,
            "receiver": receiver}
     receiver.close()
-    for proc in procs.values():
-        proc.stop()
-    server.stop()
 
 
 def submit(stack, path, **form):
@@ -97,7 +92,8 @@ def test_500_500_200_is_one_delivery_after_two_retries_with_one_id(stack):
     [d] = wait_delivery_ends(job, timeout_s=6 * RETRY_S + 10)
     assert d["status"] == "delivered"
     assert [a["status_code"] for a in d["attempts"]] == [500, 500, 200]
-    time.sleep(RETRY_S * 1.5)  # nothing more comes after the success
+    # Nothing more comes after the success, for longer than a retry would take to come.
+    stays(lambda: len(stack["receiver"].to("/flaky")) == 3, RETRY_S * 1.5, "three requests")
     got = stack["receiver"].to("/flaky")
     assert len(got) == 3
     assert {r["headers"]["webhook-id"] for r in got} == {d["id"]}
@@ -110,8 +106,8 @@ def test_410_stops_further_attempts(stack):
     job = submit(stack, "/gone")
     [d] = wait_delivery_ends(job)
     assert d["status"] == "stopped" and [a["status_code"] for a in d["attempts"]] == [410]
-    time.sleep(RETRY_S * 1.5)
-    assert len(stack["receiver"].to("/gone")) == 1
+    # Nothing more comes, for longer than a retry would take to come.
+    stays(lambda: len(stack["receiver"].to("/gone")) == 1, RETRY_S * 1.5, "one request")
 
 
 def test_a_redirect_is_not_followed(stack):
@@ -142,11 +138,13 @@ def test_retry_survives_a_webhook_worker_killed_between_attempts(stack):
     stack["receiver"].script("/restart", 503, 200)
     job = submit(stack, "/restart")
     wait_for(lambda: deliveries(job) and deliveries(job)[0]["attempts"], 30, "the first attempt")
-    stack["procs"]["hooks"].kill9()
-    time.sleep(RETRY_S * 1.5)  # the retry falls due while no webhook worker runs
+    stack["processes"].hooks.kill9()
+    due = datetime.fromisoformat(deliveries(job)[0]["next_attempt_at"]).timestamp()
+    wait_for(lambda: time.time() > due, RETRY_S * 2, "the retry to fall due while no webhook "
+             "worker runs")
     assert len(stack["receiver"].to("/restart")) == 1
     assert deliveries(job)[0]["status"] == "pending"
-    stack["procs"]["hooks"] = start_webhook_worker(stack["redis"].url, **stack["settings"])
+    stack["processes"].hooks = stack["processes"].start_webhook_worker()
     [d] = wait_delivery_ends(job)
     assert d["status"] == "delivered" and [a["status_code"] for a in d["attempts"]] == [503, 200]
     assert len(stack["receiver"].to("/restart")) == 2

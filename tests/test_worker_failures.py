@@ -4,8 +4,8 @@ import io
 import signal
 import subprocess
 import sys
-import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,7 +15,7 @@ from PIL import Image
 
 from jobs import keys
 from jobs.registry import live_workers
-from stack.processes import ROOT, RedisServer, start_api, start_worker, wait_for, wait_until_serving
+from stack.processes import ROOT, wait_for
 
 CLAIM_IDLE_S = 3
 
@@ -39,16 +39,9 @@ def repository(tmp_path_factory):
 
 
 @pytest.fixture
-def env(repository):
-    server = RedisServer()
-    settings = {"model_repository": repository, "claim_idle_s": CLAIM_IDLE_S}
-    api, base = start_api(server.url, **settings)
-    procs = [api]
-    yield {"redis": server, "client": redis.Redis.from_url(server.url), "base": base,
-           "settings": settings, "procs": procs}
-    for proc in reversed(procs):
-        proc.stop()
-    server.stop()
+def stack(stack_factory, repository):
+    """Redis and the API; each test starts the workers it needs."""
+    return stack_factory(models=None, repository=repository, claim_idle_s=CLAIM_IDLE_S)
 
 
 def submit_many(base, images, threads=8) -> list[dict]:
@@ -65,6 +58,7 @@ class FinishCounter:
     """Counts the finish signals per job, to show each job finishes exactly once."""
 
     def __init__(self, client):
+        self.client = client
         self.counts: dict[str, int] = {}
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(**{keys.finished("*"): self.add})
@@ -74,18 +68,25 @@ class FinishCounter:
         job_id = message["channel"].decode().rsplit(":", 1)[1]
         self.counts[job_id] = self.counts.get(job_id, 0) + 1
 
+    def flush(self):
+        """Wait until every finish signal published so far has been counted: Redis delivers a
+        subscriber's messages in the order they were published, so once a marker published
+        now arrives, so has everything before it."""
+        marker = f"marker-{uuid.uuid4().hex}"
+        self.client.publish(keys.finished(marker), b"marker")
+        wait_for(lambda: marker in self.counts, 10, "the finish signals to arrive")
+        del self.counts[marker]
+
     def stop(self):
         self.thread.stop()
 
 
-def test_kill_9_while_holding_a_batch_loses_no_job(env):
-    client = env["client"]
+def test_kill_9_while_holding_a_batch_loses_no_job(stack):
+    client = stack.client
     counter = FinishCounter(client)
     try:
-        jobs = submit_many(env["base"], [GOOD] * 1500)
-        worker = start_worker(env["redis"].url, models=["poison"], wait_ready=False,
-                              **env["settings"])
-        env["procs"].append(worker)
+        jobs = submit_many(stack.base, [GOOD] * 1500)
+        worker = stack.start_worker(["poison"], wait_ready=False)
 
         def holding_a_batch():
             if not worker.alive():
@@ -103,15 +104,17 @@ def test_kill_9_while_holding_a_batch_loses_no_job(env):
         assert held > 0  # the dead worker took entries with it that nobody acked
         assert not worker.alive()
 
-        replacement = start_worker(env["redis"].url, models=["poison"], **env["settings"])
-        env["procs"].append(replacement)
+        stack.start_worker(["poison"])  # the replacement
         deadline = time.monotonic() + CLAIM_IDLE_S + 15
         for job in jobs:
             left = max(0.1, deadline - time.monotonic())
             resp = requests.get(job["urls"]["get"], params={"wait": left},
                                 timeout=left + 10).json()
             assert resp["status"] == "succeeded", resp
-        time.sleep(0.5)  # let the last finish messages arrive
+        # Nothing is left to finish anything again; then count every signal published.
+        assert client.xlen(keys.stream("poison", 1)) == 0
+        assert client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"] == 0
+        counter.flush()
     finally:
         counter.stop()
     assert set(counter.counts) == {j["id"] for j in jobs}
@@ -120,12 +123,10 @@ def test_kill_9_while_holding_a_batch_loses_no_job(env):
     assert client.xpending(keys.stream("poison", 1), keys.GROUP)["pending"] == 0
 
 
-def test_poison_input_fails_after_max_attempts_while_others_complete(env):
-    worker = start_worker(env["redis"].url, models=["poison"], max_attempts=2,
-                          **env["settings"])
-    env["procs"].append(worker)
+def test_poison_input_fails_after_max_attempts_while_others_complete(stack):
+    worker = stack.start_worker(["poison"], max_attempts=2)
     images = [GOOD] * 10 + [POISON] + [GOOD] * 10
-    jobs = submit_many(env["base"], images, threads=4)
+    jobs = submit_many(stack.base, images, threads=4)
     results = {}
     for job in jobs:
         results[job["id"]] = requests.get(job["urls"]["get"], params={"wait": 30},
@@ -139,21 +140,20 @@ def test_poison_input_fails_after_max_attempts_while_others_complete(env):
     assert others == ["succeeded"] * 20
     # The worker is still serving.
     assert worker.alive()
-    later = submit_many(env["base"], [GOOD] * 3)
+    later = submit_many(stack.base, [GOOD] * 3)
     for job in later:
         assert requests.get(job["urls"]["get"], params={"wait": 30},
                             timeout=40).json()["status"] == "succeeded"
 
 
-def test_sigterm_finishes_the_batch_in_hand_and_exits(env):
-    client = env["client"]
-    worker = start_worker(env["redis"].url, models=["poison"], gpu=0, **env["settings"])
-    env["procs"].append(worker)
+def test_sigterm_finishes_the_batch_in_hand_and_exits(stack):
+    client = stack.client
+    worker = stack.start_worker(["poison"], gpu=0)
     # --gpu pins the device before TensorFlow loads (no GPU here: it serves on the CPU).
     [info] = live_workers(client, 10)
     assert info["gpu"] == "0" and info["cuda_visible_devices"] == "0"
     assert info["models"][0]["device"] == "CPU"
-    jobs = submit_many(env["base"], [GOOD] * 300)
+    jobs = submit_many(stack.base, [GOOD] * 300)
     wait_for(lambda: client.xlen(keys.stream("poison", 1)) < 300, 30, "the worker to start work")
     worker.signal(signal.SIGTERM)
     worker.proc.wait(30)
@@ -164,19 +164,18 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits(env):
     assert set(statuses) <= {"succeeded", "queued"} and "succeeded" in statuses
     assert live_workers(client, 10) == []
     # What it left queued, the next worker serves.
-    worker2 = start_worker(env["redis"].url, models=["poison"], **env["settings"])
-    env["procs"].append(worker2)
+    stack.start_worker(["poison"])
     for job in jobs:
         assert requests.get(job["urls"]["get"], params={"wait": 30},
                             timeout=40).json()["status"] == "succeeded"
 
 
-def test_inputs_bytes_are_deleted_once_served_and_a_missing_one_fails_its_job(env):
-    client = env["client"]
-    jobs = submit_many(env["base"], [GOOD] * 4)
+def test_inputs_bytes_are_deleted_once_served_and_a_missing_one_fails_its_job(stack):
+    client = stack.client
+    jobs = submit_many(stack.base, [GOOD] * 4)
     # One job's bytes are gone before a worker reads it (as when Redis evicted the key).
     client.delete(keys.job_input(jobs[0]["id"], 0))
-    env["procs"].append(start_worker(env["redis"].url, models=["poison"], **env["settings"]))
+    stack.start_worker(["poison"])
     results = [requests.get(job["urls"]["get"], params={"wait": 30}, timeout=40).json()
                for job in jobs]
     assert results[0]["status"] == "failed" and "bytes are gone" in results[0]["error"]

@@ -3,9 +3,11 @@ consumes the `webhooks` queue. A bootstep thread claims due deliveries from Redi
 task per claim; each task makes one attempt."""
 import logging
 import threading
+import warnings
 
 import redis as redis_lib
 from celery import Celery, bootsteps
+from celery.platforms import SecurityWarning
 
 from jobs.deliveries import Deliveries, delivery_ttl_s
 from jobs.settings import load_settings
@@ -18,6 +20,14 @@ DRAIN_EVERY_S = 0.2
 # A claimed delivery is claimed again if its attempt has not ended by then (lost task, dead
 # worker). Well above one attempt's longest time.
 LEASE_S = TOTAL_TIMEOUT_S * 6
+
+if settings.log_level != "DEBUG":
+    # Below DEBUG, no lines a user does nothing with: Celery's warning about running as root
+    # (the image runs as UID 10001, and only JSON is accepted), its mingle lines, and its
+    # "received" and "succeeded" lines around each attempt, which logs one line of its own.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    for name in ("celery.worker.consumer.mingle", "celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 app = Celery("inferq-webhooks", broker=settings.redis_url)
 app.conf.update(

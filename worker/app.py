@@ -5,14 +5,32 @@ The GPU worker uses Celery's `solo` pool: TensorFlow hangs when a model loaded i
 in a forked child, so nothing is forked and TensorFlow is imported only once the worker runs.
 """
 import logging
+import os
+import warnings
 
 from celery import Celery, bootsteps
+from celery.platforms import SecurityWarning
 from click import Option
 
 from jobs.settings import load_settings
 from worker.predictor import pin_gpu
 
 settings = load_settings()
+
+
+def _quiet_start(level: str):
+    """Below DEBUG, leave out the start-up lines a user does nothing with: TensorFlow's C++
+    INFO and WARNING lines (CPU features, oneDNN; the model processes inherit the variable),
+    Celery's warning about running as root (the images run as UID 10001, and only JSON is
+    accepted) and its mingle lines (this worker asks no neighbour for anything)."""
+    if level == "DEBUG":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    logging.getLogger("celery.worker.consumer.mingle").setLevel(logging.WARNING)
+
+
+_quiet_start(settings.log_level)
 
 app = Celery("inferq", broker=settings.redis_url)
 app.conf.update(

@@ -114,9 +114,15 @@ class Predictor:
         return lambda x: mixed(x, training=False)
 
     def warm_up(self):
-        """Trace and run every bucket once, so no request pays for a trace."""
+        """Trace and run every bucket once, so no request pays for a trace. Each trace is asked
+        for (get_concrete_function), so TensorFlow does not take the warm-up's one trace per
+        batch size for accidental retracing and warn about it."""
+        import tensorflow as tf
+
         for size in self.buckets:
-            out = self._run(np.zeros((size,) + self.spec.input_shape, dtype=self.input_dtype))
+            shape = (size,) + self.spec.input_shape
+            self._run.get_concrete_function(tf.TensorSpec(shape, self.input_dtype))
+            out = self._run(np.zeros(shape, dtype=self.input_dtype))
         self.output_shape = list(out.shape[1:])  # one input's output, for protocol metadata
         log.info("model %s v%d warm on %s (%s%s) for batch sizes %s", self.spec.name,
                  self.spec.version, self.device, self.precision,

@@ -95,19 +95,29 @@ class InferenceService:
     def stop(self):
         """SIGTERM path: every child finishes the batches it holds and exits."""
         self._stop.set()
-        self._thread.join(10)
-        children = list(self.active.values()) + list(self.pending.values()) + self.retiring
-        for c in children:
-            c.send("stop")
-        for c in children:
-            c.finish(timeout_s=60)
+        self._thread.join()
         try:
             registry.remove_worker(self.redis, self.name)
         except redis_lib.RedisError:
             pass
         log.info("worker %s stopped", self.name)
 
+    def _stop_children(self):
+        children = list(self.active.values()) + list(self.pending.values()) + self.retiring
+        for c in children:
+            c.send("stop")
+        for c in children:
+            c.finish(timeout_s=60)
+
     def _run(self):
+        try:
+            self._supervise()
+        finally:
+            # In this thread, which started the children: they die with it (PR_SET_PDEATHSIG
+            # follows the thread, not the process), so it waits until they have finished.
+            self._stop_children()
+
+    def _supervise(self):
         last_scan = float("-inf")
         last_beat = float("-inf")
         while not self._stop.is_set():
@@ -142,6 +152,11 @@ class InferenceService:
             if current is None:
                 log.info("loading model %s v%d", *key)
                 self.active[key] = Child(self.ctx, vs.spec, self.settings, self.name)
+            elif current.state == UNAVAILABLE and current.device is not None:
+                # It was serving, then died (killed, out of memory): start it again.
+                log.warning("model %s v%d: %s; loading it again", *key, current.reason)
+                current.finish(1)
+                self.active[key] = Child(self.ctx, vs.spec, self.settings, self.name)
             elif current.spec.fingerprint != vs.spec.fingerprint and key not in self.pending:
                 log.info("model %s v%d changed; loading it again beside the running one", *key)
                 self.pending[key] = Child(self.ctx, vs.spec, self.settings, self.name)
@@ -160,8 +175,8 @@ class InferenceService:
                 self.errors[key] = f"reload failed, previous load still serving: {new.reason}"
                 self.pending.pop(key).finish(1)
         for key, c in list(self.active.items()):
-            if c.state == UNAVAILABLE and key in self.desired:
-                self._failed_fingerprints[key] = c.spec.fingerprint
+            if c.state == UNAVAILABLE and key in self.desired and c.device is None:
+                self._failed_fingerprints[key] = c.spec.fingerprint  # its load failed
         for name in {k[0] for k in self.active} | set(self.names):
             self._route(name)
         for c in list(self.retiring):
