@@ -4,9 +4,11 @@ into files (feeder/feeder.py). It runs no tasks; Celery gives it the same life c
 monitoring (Flower) as the other workers. Several may run: a lease gives each batch to one."""
 import logging
 import threading
+import warnings
 
 import redis as redis_lib
 from celery import Celery, bootsteps
+from celery.platforms import SecurityWarning
 
 from feeder.feeder import Feeder
 from jobs.settings import load_settings
@@ -14,6 +16,12 @@ from jobs.settings import load_settings
 log = logging.getLogger("inferq.feeder")
 settings = load_settings()
 IDLE_WAIT_S = 0.02  # between steps that moved nothing
+
+if settings.log_level != "DEBUG":
+    # As the webhook worker: no warning about running as root (the images run as UID 10001,
+    # and only JSON is accepted), no mingle lines.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    logging.getLogger("celery.worker.consumer.mingle").setLevel(logging.WARNING)
 
 app = Celery("inferq-feeder", broker=settings.redis_url)
 app.conf.update(
