@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from jobs import keys
-from jobs.batch import IN_PROGRESS, Batches, new_batch_id
+from jobs.batch import CANCELLED, CANCELLING, IN_PROGRESS, Batches, new_batch_id
+from jobs.consumer import BulkResult, Consumer
 from jobs.producer import Producer
 from jobs.record import job_json
 from jobs.repository import ModelSpec
@@ -183,6 +184,51 @@ def test_one_batch_runs_jobs_and_bulk_inputs_together(r, serve):
     stats = {k.decode(): int(v) for k, v in r.hgetall(keys.stats()).items()}
     assert stats["batches|m|1"] == len(model.batches) == 3
     assert stats["batched_inputs|m|1"] == stats["inputs|m|1|succeeded"] == 23
+
+
+def test_bulk_inputs_read_beyond_the_room_run_in_the_next_batch(r, serve):
+    p = producer(r)
+    first, _ = p.enqueue("m", [png(200)], version="1")
+    gate = threading.Event()
+    model = Model(gate=gate)
+    serve(model)
+    wait_for(lambda: model.batches == [[200]], 10, "the first job running")
+    second, _ = p.enqueue("m", [png(201)], version="1")
+    wait_for(lambda: p.get(second["id"])["status"] == "running", 10, "the second job read")
+    # The reader waits for the model; when it reads again, both lanes hold inputs at once.
+    third, _ = p.enqueue("m", [png(210 + i) for i in range(8)], version="1")
+    batch_id = new_batch(r)
+    feed(r, batch_id, {i: (str(i), png(i)) for i in range(8)})
+    gate.set()
+    assert finished_job(r, third["id"])["metrics"]["batch_size"] == 8
+    assert {x["index"] for x in wait_lines(r, batch_id, 8)} == set(range(8))
+    assert model.batches == [[200], [201], list(range(210, 218)), list(range(8))]
+    wait_for(lambda: pending(r, BULK) == 0, 5, "the entries acked")
+
+
+def test_lines_are_kept_only_for_batches_running_or_being_cancelled(r):
+    batches = Batches(r, ttl_s=3600, delivery_ttl_s=3600)
+    running, cancelling, ended = new_batch(r), new_batch(r), new_batch(r)
+    batches.cancel(cancelling)
+    batches.set_status(ended, CANCELLED)
+    for batch_id in (running, cancelling, ended):
+        feed(r, batch_id, {0: ("x", b"bytes")})
+    lanes = StreamConsumer(r, "m", 1, "w1")
+    lanes.ensure_group()
+    entries = lanes.read_bulk(10)
+    store = Consumer(r, result_ttl_s=60, webhook_max_age_s=60)
+    assert store.start_bulk(entries) == {running: IN_PROGRESS, cancelling: CANCELLING,
+                                         ended: CANCELLED}
+    assert [e.data for e in entries] == [b"bytes"] * 3
+    kept = store.finish_bulk("m", 1, [BulkResult(e.id, e.batch, e.idx, e.custom_id,
+                                                 outputs=[1.0], model_version=1)
+                                      for e in entries], batch=3)
+    assert kept == 2
+    assert lines(r, running) == lines(r, cancelling) == [
+        {"custom_id": "x", "index": 0, "outputs": [1.0], "model_version": 1}]
+    assert lines(r, ended) == []
+    assert r.xlen(BULK) == 0 and pending(r, BULK) == 0
+    assert r.keys(keys.batch_input("*", "*")) == []
 
 
 def test_an_idle_read_wakes_for_either_lane(r):

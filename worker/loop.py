@@ -74,7 +74,7 @@ class ModelLoop:
         # Whether the last look at the bulk lane found it short: then an idle read waits on both
         # lanes, and a batch of jobs alone costs no read of the bulk lane.
         self._bulk_idle = False
-        self._carry = []  # bulk entries an idle read took beyond the room: the next batch's
+        self._carry = []  # bulk entries an idle read took beyond the room; they lead the next batch
         self._threads = [threading.Thread(target=self._read_loop, daemon=True,
                                           name=f"inferq-read-{self.spec.name}"),
                          threading.Thread(target=self._model_loop, daemon=True,
