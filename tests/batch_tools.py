@@ -10,6 +10,8 @@ import requests
 
 from demo.shapes import random_examples
 
+JPEG = b"\xff\xd8"
+
 
 def shape_tar(n: int, seed: int, extra=()) -> tuple[bytes, dict[str, str]]:
     """A tar of `n` shape images (PNG and JPEG) named `shapes/<i>_<label>.<ext>`, plus `extra`
@@ -17,7 +19,8 @@ def shape_tar(n: int, seed: int, extra=()) -> tuple[bytes, dict[str, str]]:
     labels, out = {}, io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for i, (label, data) in enumerate(random_examples(n, seed=seed)):
-            name = f"shapes/{i}_{label}.{'jpg' if data[:2] == b'\xff\xd8' else 'png'}"
+            ext = "jpg" if data.startswith(JPEG) else "png"
+            name = f"shapes/{i}_{label}.{ext}"
             labels[name] = label
             _add(tar, name, data)
         for name, data in extra:
