@@ -59,12 +59,14 @@ def test_docs_page_points_at_the_document(app):
 
 
 @pytest.fixture(scope="module")
-def live_api():
+def live_api(tmp_path_factory):
     redis = RedisServer()
     api = worker = None
     try:
-        # Short long-polls and deadlines keep each fuzzed request quick.
-        api, base = start_api(redis.url, max_long_poll_s=2, max_inputs_per_job=8)
+        # Short long-polls and deadlines keep each fuzzed request quick; the batches the
+        # fuzzer uploads go to a directory of their own.
+        api, base = start_api(redis.url, max_long_poll_s=2, max_inputs_per_job=8,
+                              batch_dir=tmp_path_factory.mktemp("batches"))
         worker = start_worker(redis.url, models=["shapes"])
         yield base
     finally:
