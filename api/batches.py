@@ -31,9 +31,12 @@ def create(model):
     if ctx.batches.active_count(tenant) >= settings.batch_max_active:
         raise _too_many(settings)
     # A raw body's options are all in the query string: checked before the body is read.
-    # A form's may come after its file.
-    multipart = request.mimetype == "multipart/form-data"
-    early = None if multipart else _options(ctx, model, MultiDict())
+    # A form's may come after its file: only the query string's values are checked first.
+    early = None
+    if request.mimetype == "multipart/form-data":
+        batch_options.read(MultiDict())
+    else:
+        early = _options(ctx, model, MultiDict())
     batch_id = new_batch_id()
     files = Files(settings.batch_dir, batch_id)
     try:
@@ -41,6 +44,8 @@ def create(model):
             os.makedirs(files.dir)
             with open(files.input, "wb") as out:
                 received = upload.receive(out, settings.batch_max_bytes)
+                # On disk before the 202 says the batch is stored.
+                os.fsync(out.fileno())
         options, fields = early or _options(ctx, model, received.fields)
         fields.update(model=model, format=received.format, input_bytes=str(received.size))
         if options.expires_after_s is not None:
@@ -84,12 +89,12 @@ def list_batches():
         "limit": ("invalid_limit", "limit must be a whole number from 1 to 100"),
         "after": ("invalid_after", "after must be a batch id (a page's last_id)")},
         strict=False)
-    tenant = auth.tenant()
-    if query.after is not None and (not is_batch_id(query.after) or ctx.redis.zscore(
-            keys.tenant_batches(tenant), query.after) is None):
-        raise ApiError(400, "invalid_after", f"after={query.after!r} is none of your batches "
+    tenant, after = auth.tenant(), query.after or None
+    if after is not None and (not is_batch_id(after) or ctx.redis.zscore(
+            keys.tenant_batches(tenant), after) is None):
+        raise ApiError(400, "invalid_after", f"after={after!r} is none of your batches "
                        "(deleted, expired, or not a batch id); list again without it")
-    records, more = ctx.batches.list(tenant, query.limit, query.after)
+    records, more = ctx.batches.list(tenant, query.limit, after)
     data = [batch_json(r, request.host_url) for r in records if auth.owns(r)]
     return jsonify({"object": "list", "data": data,
                     "first_id": data[0]["id"] if data else None,

@@ -382,6 +382,11 @@ def test_a_raw_bodys_bad_options_are_refused_before_it_is_read(client, batch_dir
     resp = post_stream(client, "/v1/models/shapes/batches?version=9", body, "application/jsonl")
     assert error(resp, 400) == "unknown_version"
     assert body.read_bytes == 0 and batch_dirs(batch_dir) == []
+    body = CountingStream(b"--b\r\n", 10_000)
+    resp = post_stream(client, "/v1/models/shapes/batches?expires_after_s=never", body,
+                       "multipart/form-data; boundary=b")
+    assert error(resp, 400) == "invalid_expires_after"
+    assert body.read_bytes == 0 and batch_dirs(batch_dir) == []
 
 
 # --- tenants and ids ----------------------------------------------------------------------------
@@ -439,6 +444,7 @@ def test_the_list_is_newest_first_and_pages_with_after(redis_url, repo, batch_di
         if not page["has_more"]:
             break
     assert seen == ids[::-1]
+    assert client.get("/v1/batches?after=", headers=AUTH_A).json["first_id"] == ids[-1]
 
 
 @pytest.mark.parametrize("query,code", [("?limit=0", "invalid_limit"),
@@ -556,12 +562,20 @@ def test_wait_returns_at_the_timeout_when_nothing_changes(client, store):
     took = time.monotonic() - start
     assert resp.status_code == 200 and resp.json["status"] == VALIDATING
     assert 0.55 <= took < 3
-    # The wait is capped by INFERQ_MAX_LONG_POLL_S (5 s here); an ended batch answers at once.
+    # An ended batch's status changes no more: it answers at once.
     store.set_status(batch_id, COMPLETED)
     start = time.monotonic()
     assert client.get(f"/v1/batches/{batch_id}?wait=30", headers=AUTH_A).json["status"] == \
         COMPLETED
     assert time.monotonic() - start < 1
+
+
+def test_wait_is_capped_by_the_long_poll_limit(redis_url, repo, batch_dir):
+    client = make_app(redis_url, repo, batch_dir, max_long_poll_s=0.3).test_client()
+    batch_id = created(client)
+    start = time.monotonic()
+    resp = client.get(f"/v1/batches/{batch_id}?wait=30", headers=AUTH_A)
+    assert resp.json["status"] == VALIDATING and 0.25 <= time.monotonic() - start < 3
 
 
 @pytest.mark.parametrize("wait", ["soon", "-1", "nan"])
