@@ -8,17 +8,19 @@ from flask.json.provider import DefaultJSONProvider
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import admin, auth, errors, health, index, jobs, kserve, limits, metrics, models
-from api import tfserving
+from api import admin, auth, batches, errors, health, index, jobs, kserve, limits, metrics
+from api import models, tfserving
 from api import openapi
 from api.catalog import Catalog
+from jobs.batch import Batches
+from jobs.deliveries import delivery_ttl_s
 from jobs.settings import Settings, load_settings
 from jobs.producer import Producer
 
 
 class Context:
     """What the request handlers share: settings, the Redis client, the job store, the
-    catalog of models."""
+    catalog of models, the batch store."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -36,6 +38,8 @@ class Context:
                               settings.webhook_max_age_s,
                               listener=FinishListener(self.redis))
         self.catalog = Catalog(settings, self.redis)
+        self.batches = Batches(self.redis, settings.batch_ttl_s,
+                               delivery_ttl_s(settings.batch_ttl_s, settings.webhook_max_age_s))
 
 
 class JSON(DefaultJSONProvider):
@@ -82,7 +86,7 @@ def create_app(config: dict | None = None) -> Flask:
     # Authentication runs before the rate limiter, which counts per tenant.
     app.before_request(auth.authenticate)
     limits.install(app, settings)
-    for module in (index, jobs, models, admin, health, metrics, tfserving, kserve):
+    for module in (index, jobs, batches, models, admin, health, metrics, tfserving, kserve):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -75,6 +75,10 @@ class Batches:
         ends it as cancelled. Returns its status afterwards (None: gone)."""
         return self.set_status(batch_id, CANCELLING, (VALIDATING, IN_PROGRESS))
 
+    def active_count(self, tenant: str) -> int:
+        """How many of a tenant's batches have not ended (what `create`'s limit counts)."""
+        return self.redis.scard(keys.tenant_active_batches(tenant))
+
     def active(self) -> list[str]:
         """The batches the feeder serves, oldest first."""
         return [b.decode() for b in self.redis.zrange(keys.active_batches(), 0, -1)]

@@ -88,12 +88,12 @@ def batch(batch_id: str) -> str:
 
 def tenant_batches(tenant: str) -> str:
     """Sorted set: a tenant's batch ids by creation time (GET /v1/batches lists from it)."""
-    return f"{PREFIX}batches:{tenant}"
+    return f"{PREFIX}tenant:{tenant}:batches"
 
 
 def tenant_active_batches(tenant: str) -> str:
     """Set: a tenant's batches that are not final (the per-tenant limit counts them)."""
-    return f"{PREFIX}batches:{tenant}:active"
+    return f"{PREFIX}tenant:{tenant}:batches:active"
 
 
 def active_batches() -> str:
