@@ -1,5 +1,4 @@
 """The Flask app factory. The API stores jobs in Redis and never imports TensorFlow."""
-import logging
 
 import orjson
 import redis as redis_lib
@@ -12,6 +11,7 @@ from api import admin, auth, batches, errors, health, index, jobs, kserve, limit
 from api import models, tfserving
 from api import openapi
 from api.catalog import Catalog
+from api.logs import setup_logging
 from jobs.batch import Batches
 from jobs.deliveries import delivery_ttl_s
 from jobs.settings import Settings, load_settings
@@ -58,23 +58,11 @@ class JSON(DefaultJSONProvider):
         return super().dumps(obj, **kwargs)
 
 
-def _setup_logging(level: str):
-    """gunicorn configures only its own loggers: give ours a handler, once."""
-    log = logging.getLogger("inferq")
-    log.setLevel(level)
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] "
-                                               "%(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-
-
 def create_app(config: dict | None = None) -> Flask:
     """`config` overrides settings by field name (e.g. {"redis_url": ...}); the rest come from
     INFERQ_* environment variables."""
     settings = load_settings(**(config or {}))
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level)
     app = Flask("inferq")
     app.json = JSON(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -71,8 +71,8 @@ class Consumer:
         self.result_ttl_s = result_ttl_s
         self.delivery_ttl_s = delivery_ttl_s(result_ttl_s, webhook_max_age_s)
         self._start = scripts.register(redis, "schedule_webhook", "start")
-        self._finish = scripts.register(redis, "schedule_webhook", "finish")
-        self._finish_bulk = scripts.register(redis, "finish_bulk")
+        self._finish = scripts.register(redis, "schedule_webhook", "ack_entries", "finish")
+        self._finish_bulk = scripts.register(redis, "ack_entries", "finish_bulk")
 
     def start(self, job_ids, version: str = "", entries=()) -> dict[str, tuple[str | None, str]]:
         """Mark jobs running on model `version`, in one call. Returns each job's status

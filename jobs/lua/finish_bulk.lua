@@ -26,10 +26,5 @@ for r = 0, n - 1 do
   end
   redis.call('DEL', KEYS[k + 2])
 end
-local first = 4 + 2 * n
-for i = first, #ARGV, 500 do
-  local last = math.min(i + 499, #ARGV)
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
-  redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
-end
+ack_entries(KEYS[1], ARGV[1], 4 + 2 * n)
 return rcs
