@@ -2,18 +2,16 @@
 repository; the workers notice the change, load or unload, and report it in their heartbeats.
 With API keys set, these need an admin key (INFERQ_ADMIN_KEYS); with none set (an open,
 development API), they are off unless INFERQ_MODEL_ADMIN=1."""
-import errno
 import json
 import logging
 import os
 import secrets
 import shutil
 import zipfile
-from contextlib import contextmanager
 
 from flask import Blueprint, current_app, jsonify, request
 
-from api import auth
+from api import auth, storage
 from api.errors import ApiError
 from api.jsonbody import parse_json
 from jobs import repository, routing
@@ -25,9 +23,6 @@ ACCEPTED = "a .keras or .h5 file, or a .zip of a SavedModel directory"
 MAX_ZIP_FILES = 10_000
 # An HDF5 file's signature, at offset 0 or (after a user block) 512, 1024, 2048, ...
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# What a failed write of the repository means for whoever runs the API.
-NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _ctx():
@@ -149,25 +144,9 @@ def _existing_config(model: str, version: int, model_dir: str) -> dict | None:
                    "multipart field 'config' (JSON, as config.json in the README)")
 
 
-@contextmanager
 def _writing(ctx):
-    """Writes to the model repository; a failure that the operator must fix (permissions, a
-    read-only or full disk) is a 507 that says so, not a 500."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in NOT_WRITABLE | FULL:
-            raise
-        where = (f"the model repository {os.path.abspath(ctx.settings.model_repository)} "
-                 "(INFERQ_MODEL_REPOSITORY)")
-        log.error("model repository write failed: %s", exc)
-        if exc.errno in FULL:
-            raise ApiError(507, "insufficient_storage", f"{where} has no space left: free some "
-                           "space there, or give it a larger volume") from None
-        raise ApiError(507, "insufficient_storage", f"{where} is not writable by the API "
-                       f"process (uid {os.geteuid()}): {exc.strerror}; make it writable by that "
-                       "user (chown or chmod), or mount there a volume that user owns and "
-                       "can write") from None
+    return storage.writing("the model repository", ctx.settings.model_repository,
+                           "INFERQ_MODEL_REPOSITORY")
 
 
 def _check(model, version, model_dir, incoming):

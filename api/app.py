@@ -1,5 +1,4 @@
 """The Flask app factory. The API stores jobs in Redis and never imports TensorFlow."""
-import logging
 
 import orjson
 import redis as redis_lib
@@ -8,17 +7,20 @@ from flask.json.provider import DefaultJSONProvider
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import admin, auth, errors, health, index, jobs, kserve, limits, metrics, models
-from api import tfserving
+from api import admin, auth, batches, errors, health, index, jobs, kserve, limits, metrics
+from api import models, tfserving
 from api import openapi
 from api.catalog import Catalog
+from api.logs import setup_logging
+from jobs.batch import Batches
+from jobs.deliveries import delivery_ttl_s
 from jobs.settings import Settings, load_settings
 from jobs.producer import Producer
 
 
 class Context:
     """What the request handlers share: settings, the Redis client, the job store, the
-    catalog of models."""
+    catalog of models, the batch store."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -36,6 +38,8 @@ class Context:
                               settings.webhook_max_age_s,
                               listener=FinishListener(self.redis))
         self.catalog = Catalog(settings, self.redis)
+        self.batches = Batches(self.redis, settings.batch_ttl_s,
+                               delivery_ttl_s(settings.batch_ttl_s, settings.webhook_max_age_s))
 
 
 class JSON(DefaultJSONProvider):
@@ -54,23 +58,11 @@ class JSON(DefaultJSONProvider):
         return super().dumps(obj, **kwargs)
 
 
-def _setup_logging(level: str):
-    """gunicorn configures only its own loggers: give ours a handler, once."""
-    log = logging.getLogger("inferq")
-    log.setLevel(level)
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] "
-                                               "%(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-
-
 def create_app(config: dict | None = None) -> Flask:
     """`config` overrides settings by field name (e.g. {"redis_url": ...}); the rest come from
     INFERQ_* environment variables."""
     settings = load_settings(**(config or {}))
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level)
     app = Flask("inferq")
     app.json = JSON(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -82,7 +74,7 @@ def create_app(config: dict | None = None) -> Flask:
     # Authentication runs before the rate limiter, which counts per tenant.
     app.before_request(auth.authenticate)
     limits.install(app, settings)
-    for module in (index, jobs, models, admin, health, metrics, tfserving, kserve):
+    for module in (index, jobs, batches, models, admin, health, metrics, tfserving, kserve):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -68,19 +68,28 @@ class Catalog:
         return any(vs.version == version and vs.spec for vs in self.repo_versions(name)) or any(
             m["version"] == version and m["state"] == "available" for m in self._served(name))
 
-    def input_of(self, name: str) -> dict:
-        """The input the model takes: {"kind", "dtype", "shape", "names"}."""
-        specs = [vs.spec for vs in self.repo_versions(name) if vs.spec]
+    def input_of(self, name: str, version: int | None = None) -> dict:
+        """The input the model takes: {"kind", "dtype", "shape", "names"}; that of `version`
+        when the repository or a worker knows it, else of the highest version."""
+        if version is not None:
+            known = self._input_of(name, lambda v: v == version)
+            if known:
+                return known
+        return self._input_of(name, lambda v: True) or {"kind": "image", "name": "image"}
+
+    def _input_of(self, name: str, wanted) -> dict | None:
+        specs = [vs.spec for vs in self.repo_versions(name) if vs.spec and wanted(vs.version)]
         if specs:
             s = specs[-1]
             return {"kind": s.kind, "dtype": s.dtype, "shape": list(s.shape),
                     "names": list(s.names), "name": s.input_name}
-        for m in sorted(self._served(name), key=lambda m: -m["version"]):
+        served = [m for m in self._served(name) if wanted(m["version"])]
+        for m in sorted(served, key=lambda m: -m["version"]):
             if "kind" in m:
                 return {"kind": m["kind"], "dtype": m.get("dtype", "float32"),
                         "shape": m["input_shape"], "names": m.get("names", []),
                         "name": m.get("input_name", "input")}
-        return {"kind": "image", "name": "image"}
+        return None
 
     def served(self, name: str, version: int | None = None) -> dict | None:
         """A live worker's record of the version (default: the highest available)."""

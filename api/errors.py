@@ -6,13 +6,17 @@ import redis as redis_lib
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from jobs.inputs import InputError
+
 log = logging.getLogger("inferq.api")
 
 
-class ApiError(Exception):
+class ApiError(InputError):
+    """An answer other than success, with the headers it needs (Retry-After, ...)."""
+
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        super().__init__(status, code, message)
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
@@ -23,9 +27,9 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 
 def register(app):
-    @app.errorhandler(ApiError)
+    @app.errorhandler(InputError)  # ApiError too
     def _api_error(exc):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc):

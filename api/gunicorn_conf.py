@@ -6,6 +6,7 @@ import logging
 
 from gunicorn import util
 
+from api.logs import setup_logging
 from api.preflight import check_or_exit
 
 # Checked here, in the master, before any worker is forked: a bad setting or key list is one
@@ -64,21 +65,8 @@ _limit_malloc_arenas()
 _log = logging.getLogger("inferq.api")
 
 
-def _setup_logging():
-    """The `inferq` logger's handler, made here so that the master's line below and the
-    workers' lines (which inherit it) share one format."""
-    log = logging.getLogger("inferq")
-    log.setLevel(_settings.log_level)
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] "
-                                               "%(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-
-
 def when_ready(server):
     """One line once the API listens (gunicorn's own lines are at its debug level)."""
-    _setup_logging()
+    setup_logging(_settings.log_level)
     _log.info("API listening on http://%s:%d (%d processes, %d threads each)", _host,
               _settings.api_port, workers, threads)

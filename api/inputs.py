@@ -1,15 +1,13 @@
 """Reading a submit request: the images (multipart, JSON base64, or one raw image body), each
 checked with Pillow, and the submit options."""
-import base64
-import binascii
-
 from flask import request
 
 from api import multipart
 from api.errors import ApiError
-from api.images import check_image
 from api.jsonbody import parse_json
 from api.schemas import SubmitForm, SubmitImages, TensorInstances, WebhookOptions, validate
+from jobs.images import check_image
+from jobs.inputs import decode_b64, pack_tensor
 
 # What each field's check failure answers: (code, message); "field[]" for one bad item.
 _NO_IMAGES = ("no_input", "JSON body must be {\"images\": [{\"b64\": \"...\"}, ...]} with at "
@@ -104,42 +102,6 @@ def tensor_instances(body: dict, model_input: dict) -> list[bytes]:
     the model's feature names. Each becomes one packed input of the model's dtype and shape."""
     instances = validate(TensorInstances, body, _INSTANCES_ERRORS).instances
     return [pack_tensor(inst, model_input, f"instances[{i}]") for i, inst in enumerate(instances)]
-
-
-def pack_tensor(inst, model_input: dict, where: str) -> bytes:
-    """One instance as the worker unpacks it: little-endian values of the model's dtype."""
-    import numpy as np  # here, not at the top: image submits never need it
-    shape, names = tuple(model_input["shape"]), model_input.get("names") or []
-    dtype = np.dtype(model_input["dtype"]).newbyteorder("<")
-    if isinstance(inst, dict):
-        missing = [n for n in names if n not in inst]
-        if not names or missing or len(inst) != len(names):
-            raise ApiError(400, "invalid_input", f"{where} must have exactly the keys {names}"
-                           if names else f"{where}: this model's features have no names; "
-                           "send a list")
-        inst = [inst[n] for n in names]
-    try:
-        arr = np.asarray(inst, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        arr = None
-    if arr is None or arr.shape != shape or not np.isfinite(arr).all():
-        raise ApiError(400, "invalid_input", f"{where} must be finite numbers of shape "
-                       f"{list(shape)}")
-    if dtype.kind in "iu" and not (arr == np.round(arr)).all():
-        raise ApiError(400, "invalid_input", f"{where} must be whole numbers")
-    return arr.astype(dtype).tobytes()
-
-
-def decode_b64(value, where: str) -> bytes:
-    """Base64 text (or a data URL) to bytes."""
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_input", f"{where} must be a base64 string")
-    if value.startswith("data:") and "," in value:
-        value = value.split(",", 1)[1]  # accept data URLs as browsers make them
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid_base64", f"{where} is not valid base64") from None
 
 
 def _json_body(raw: bytes, settings) -> dict:

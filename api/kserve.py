@@ -12,10 +12,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from api import sync
 from api.errors import ApiError
-from api.images import check_image
-from api.inputs import pack_tensor
 from api.jsonbody import parse_json
 from jobs import registry
+from jobs.images import check_image
+from jobs.inputs import InputError, pack_tensor
 
 bp = Blueprint("kserve", __name__)
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503, "deadline": 504, "internal": 500}
@@ -107,7 +107,7 @@ def infer(model, version=None):
         inputs = _inputs(tensor, binary, model_input, ctx.settings.max_image_pixels)
         deadline = sync.timeout_s(params.get("timeout"), ctx.settings.max_long_poll_s)
         ran, rows = sync.run(ctx, model, version, inputs, deadline)
-    except ApiError as exc:  # the same status as the other endpoints: 413 too_many_pixels, ...
+    except InputError as exc:  # the same status as the other endpoints: 413 too_many_pixels, ...
         raise V2Error(exc.status if exc.status < 500 else 400, exc.message) from None
     except sync.SyncError as exc:
         raise V2Error(STATUS[exc.kind], exc.message) from None

@@ -1,6 +1,6 @@
 """Rate limits per tenant (Flask-Limiter, counters in the same Redis). Two budgets: creating
-jobs (submits and synchronous inference), and everything else. Health probes are never limited.
-Without API keys, callers are told apart by address."""
+jobs (submits, batches and synchronous inference), and everything else. Health probes are
+never limited. Without API keys, callers are told apart by address."""
 from flask import request
 from flask_limiter import ApplicationLimit, Limiter
 from limits import parse_many
@@ -9,7 +9,8 @@ from api import auth
 from jobs import keys
 from jobs.settings import SettingsError
 
-SUBMITS = {"jobs.submit", "jobs.submit_to_version", "tfserving.predict", "kserve.infer"}
+SUBMITS = {"jobs.submit", "jobs.submit_to_version", "batches.create", "tfserving.predict",
+           "kserve.infer"}
 
 
 def _who() -> str:

@@ -26,6 +26,7 @@ from pydantic.json_schema import models_json_schema
 from api import auth
 from api.errors import ApiError
 from api.inputs import RAW_IMAGE_TYPES
+from api.upload import RAW_TYPES as RAW_BATCH_TYPES
 from api import schemas as s
 
 bp = Blueprint("openapi", __name__)
@@ -82,6 +83,7 @@ PATH_PARAMS = {
     "model": {"type": "string", "pattern": s.MODEL_NAME, "examples": ["shapes"]},
     "version": {"type": "integer", "minimum": 0, "examples": [1]},
     "job_id": {"type": "string", "pattern": s.JOB_ID},
+    "batch_id": {"type": "string", "pattern": s.BATCH_ID},
     "asset": {"type": "string", "enum": sorted(DOCS_ASSETS)},
 }
 
@@ -90,14 +92,19 @@ ERRORS = {
     400: "Invalid request; `error.code` says what is wrong",
     401: "No API key, or an unknown one (`Authorization: Bearer <key>`)",
     403: "Model administration needs an admin key (or, with no keys set, INFERQ_MODEL_ADMIN=1)",
-    404: "Unknown model, version or job (or the job's result expired)",
+    404: "Unknown model, version, job or batch (or the job's result expired)",
     409: "Conflicts with the current state",
-    413: "Body over INFERQ_MAX_BODY_BYTES, or an image over INFERQ_MAX_IMAGE_PIXELS",
-    415: "Not an accepted image format, or neither multipart nor JSON",
+    413: "Body over INFERQ_MAX_BODY_BYTES, an image over INFERQ_MAX_IMAGE_PIXELS, or a batch "
+         "file over INFERQ_BATCH_MAX_BYTES",
+    414: "The request line (the URL with its query string) is over the server's limit",
+    415: "Not an accepted image format, neither multipart nor JSON, or a batch file that is "
+         "not a tar, zip or JSONL file",
     422: "The Idempotency-Key was used for a different request",
-    429: "Over the tenant's rate limit; retry after Retry-After seconds",
+    429: "Over the tenant's rate limit, or its limit of batches that have not ended; retry "
+         "after Retry-After seconds",
     503: "Overloaded, no version served yet, or the job store is unavailable",
-    507: "The model repository cannot be written (permissions, a read-only or full disk)",
+    507: "The model repository or the batch store cannot be written (permissions, a "
+         "read-only or full disk)",
 }
 
 
@@ -141,6 +148,13 @@ SUBMIT = Op(
                          ("Location",), JOB_LINKS),
                **errors(400, 404, 409, 413, 415, 422, 503)})
 
+# What a client does next with a batch it made.
+BATCH_LINKS = {name: (op_id, {"batch_id": "$response.body#/id"}) for name, op_id in (
+    ("GetBatch", "batches_get"), ("CancelBatch", "batches_cancel"),
+    ("BatchResults", "batches_results"), ("BatchErrors", "batches_errors"),
+    ("DeleteBatch", "batches_delete"))}
+NDJSON = "application/x-ndjson"
+
 OPERATIONS: dict[str, Op] = {
     "jobs.submit": SUBMIT,
     "jobs.submit_to_version": SUBMIT,
@@ -150,6 +164,39 @@ OPERATIONS: dict[str, Op] = {
         200: ok(s.Job, "Canceled"), **errors(404, 409, 503)}),
     "jobs.deliveries": Op("The job's webhook deliveries", {
         200: ok(s.Deliveries), **errors(404, 503)}),
+    "batches.create": Op(
+        "Create a batch from a file of inputs", description="The file goes as the multipart "
+        "field `input` (`curl -F input=@photos.tar`), or as the whole body with one of the "
+        "Content-Types below (then the options are query parameters). A tar (or .tar.gz) or "
+        "zip of images, each member's path its custom_id; or JSONL, one {\"custom_id\", "
+        "\"b64\"} (image models) or {\"custom_id\", \"inputs\"} (tensor models) object a "
+        "line. The format is read from the content, never the name. Answers 202 with the "
+        "batch (status validating), which the feeder then validates and runs.",
+        body={"multipart/form-data": s.BatchForm,
+              **{media: {} for media in RAW_BATCH_TYPES}},
+        query=s.BatchQueryOptions,
+        responses={202: Resp("Accepted", {JSON: s.Batch}, ("Location",), BATCH_LINKS),
+                   **errors(400, 404, 413, 414, 415, 429, 503, 507)}),
+    "batches.list_batches": Op("Your batches, newest first", query=s.BatchListQuery,
+                               responses={200: ok(s.BatchList), **errors(400, 503)}),
+    "batches.get": Op("Get a batch (long-poll with ?wait=N)", query=s.BatchQuery,
+                      responses={200: ok(s.Batch), **errors(400, 404, 503)}),
+    "batches.cancel": Op("Cancel a batch: nothing more is fed; what finished stays in its "
+                         "files", {200: ok(s.Batch, "Cancelling (or the status it had "
+                                                    "already ended with)"),
+                                   **errors(404, 503)}),
+    "batches.delete": Op("Delete a batch that has ended, and its files", {
+        204: Resp("Deleted"), **errors(404, 409, 503, 507)}),
+    "batches.results": Op(
+        "The results so far: one JSON line per input that succeeded",
+        description="`{\"custom_id\", \"index\", \"outputs\", \"model_version\"}` a line; "
+        "complete once the batch is completed.",
+        responses={200: Resp("JSONL", {NDJSON: {"type": "string"}}), **errors(404, 503)}),
+    "batches.errors": Op(
+        "The errors so far: one JSON line per input that failed",
+        description="`{\"custom_id\", \"index\", \"error\": {\"code\", \"message\"}}` a "
+        "line; complete once the batch is completed.",
+        responses={200: Resp("JSONL", {NDJSON: {"type": "string"}}), **errors(404, 503)}),
     "models.list_models": Op("Every model, its versions and their states", {
         200: ok(s.Models), **errors(503)}),
     "models.get_model": Op("One model", {200: ok(s.Model), **errors(404, 503)}),

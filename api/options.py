@@ -17,6 +17,13 @@ def webhook_fields(settings, options: dict) -> dict:
         if events:
             raise ApiError(400, "invalid_webhook", "webhook_events_filter needs a webhook")
         return {}
+    check_webhook(settings, url)
+    return {"webhook": url, "webhook_events": ",".join(sorted(set(events or ["completed"])))}
+
+
+def check_webhook(settings, url: str):
+    """A webhook URL this server may call: webhooks are on, and the URL passes the SSRF guard
+    (it is checked again at each delivery)."""
     if not settings.webhook_secrets:
         raise ApiError(400, "webhooks_disabled", "this server sends no webhooks: its "
                        "INFERQ_WEBHOOK_SECRET is not set")
@@ -24,7 +31,6 @@ def webhook_fields(settings, options: dict) -> dict:
         check_url(url, settings.webhook_networks)
     except UnsafeURL as exc:
         raise ApiError(400, "invalid_webhook", f"webhook refused: {exc}") from None
-    return {"webhook": url, "webhook_events": ",".join(sorted(set(events or ["completed"])))}
 
 
 def prefer_wait(cap_s: float) -> float | None:

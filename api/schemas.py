@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from api.errors import ApiError
+from jobs import batch
 from jobs.repository import NAME_RE
 from jobs.record import WEBHOOK_EVENTS
 
@@ -19,6 +20,11 @@ PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMB
            "TkSuQmCC")
 MODEL_NAME = NAME_RE.pattern
 JOB_ID = r"^[A-Za-z0-9_-]{16,64}$"  # as jobs.record.is_job_id (ASCII: the ids we make)
+BATCH_ID = r"^batch_[A-Za-z0-9_-]{16,64}$"  # as jobs.batch.is_batch_id
+MAX_METADATA_BYTES = 16 * 1024
+MAX_EXPIRES_AFTER_S = 365 * 86400
+# A one-line JSONL batch for the document's examples (schemathesis sends it too).
+JSONL_EXAMPLE = '{"custom_id": "photo-1", "b64": "%s"}\n' % PNG_1X1
 
 
 def _strip(value):
@@ -91,6 +97,54 @@ class JobQuery(BaseModel):
     wait: float = Field(0, ge=0, allow_inf_nan=False, description=(
         "Long-poll: answer as soon as the job ends, or after this many seconds (capped by "
         "INFERQ_MAX_LONG_POLL_S)"))
+
+
+class BatchOptions(BaseModel):
+    """A batch's options: form fields beside the file, or query parameters."""
+    webhook: str | None = Field(None, max_length=2048, description=(
+        "An http(s) URL that gets a signed POST when the batch ends: `{\"type\": "
+        "\"batch.completed\" (or failed, cancelled, expired), \"timestamp\", \"data\": the "
+        "batch}`. Needs INFERQ_WEBHOOK_SECRET on the server."))
+    webhook_events_filter: list[str] | None = Field(None, description=(
+        "Which of completed, failed, cancelled, expired to send (comma-separated, or "
+        "repeated); the default is all four. Needs a webhook."))
+    version: int | None = Field(None, ge=0, description=(
+        "Run on this version; the default is the model's default version"))
+    metadata: str | None = Field(None, max_length=MAX_METADATA_BYTES, description=(
+        f"A JSON object of at most {MAX_METADATA_BYTES} bytes, kept on the batch"),
+        examples=['{"project": "photos-2024"}'])
+    expires_after_s: float | None = Field(None, gt=0, le=MAX_EXPIRES_AFTER_S,
+                                          allow_inf_nan=False, description=(
+        "Seconds after which a batch that has not ended stops (status expired)"))
+
+
+class BatchQueryOptions(BatchOptions):
+    """The options as query parameters: the request line has a limit (gunicorn's 4094
+    bytes), so larger metadata goes as a form field."""
+    metadata: str | None = Field(None, max_length=1024, description=(
+        "A JSON object kept on the batch (in the query string, at most 1024 characters; "
+        f"as a form field, {MAX_METADATA_BYTES} bytes)"), examples=['{"project": "photos"}'])
+
+
+class BatchForm(BatchOptions):
+    """Multipart batch upload."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{"input": JSONL_EXAMPLE}]})
+    input: bytes = Field(description="The file: a tar (or .tar.gz) or zip of images, each "
+                         "member's path its custom_id; or JSONL, one {\"custom_id\", \"b64\"} "
+                         "or {\"custom_id\", \"inputs\"} object a line. Its content decides "
+                         "the format, not its name.")
+
+
+class BatchQuery(BaseModel):
+    wait: float = Field(0, ge=0, allow_inf_nan=False, description=(
+        "Long-poll: answer as soon as the batch's status changes, or after this many "
+        "seconds (capped by INFERQ_MAX_LONG_POLL_S)"))
+
+
+class BatchListQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=100, description="How many batches to answer")
+    after: str | None = Field(None, description="The id of the last batch of the previous "
+                              "page (its `last_id`)")
 
 
 class SubmitHeaders(BaseModel):
@@ -175,6 +229,65 @@ class Delivery(BaseModel):
 
 class Deliveries(BaseModel):
     deliveries: list[Delivery]
+
+
+class BatchCounts(BaseModel):
+    total: int = Field(description="Inputs in the file (0 until it is validated)")
+    completed: int
+    failed: int
+
+
+class BatchProgress(BaseModel):
+    inputs_per_s: float
+    eta_s: float | None = Field(description="Seconds left at this rate")
+
+
+class BatchFileError(BaseModel):
+    """Why the file as a whole could not be used."""
+    code: str
+    message: str
+    line: int | None = Field(description="The JSONL line or archive member, when one is to "
+                             "blame")
+
+
+class BatchUrls(BaseModel):
+    get: str
+    cancel: str
+    results: str
+    errors: str
+
+
+class Batch(BaseModel):
+    id: str
+    object: Literal["batch"]
+    model: str
+    version: int | None
+    status: Literal[batch.VALIDATING, batch.IN_PROGRESS, batch.FINALIZING, batch.COMPLETED,
+                    batch.FAILED, batch.CANCELLING, batch.CANCELLED, batch.EXPIRED]
+    input_format: Literal["tar", "tar.gz", "zip", "jsonl"] | None
+    request_counts: BatchCounts
+    metadata: dict[str, Any] | None
+    errors: list[BatchFileError] | None = Field(description="status failed: what is wrong "
+                                                "with the file")
+    created_at: datetime | None
+    expires_at: datetime | None
+    in_progress_at: datetime | None
+    finalizing_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    cancelling_at: datetime | None
+    cancelled_at: datetime | None
+    expired_at: datetime | None
+    progress: BatchProgress | None = Field(description="While in_progress")
+    urls: BatchUrls
+
+
+class BatchList(BaseModel):
+    object: Literal["list"]
+    data: list[Batch] = Field(description="Newest first")
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
 VersionStateName = Literal["available", "loading", "unloading", "unavailable"]

@@ -7,9 +7,9 @@ from flask import Blueprint, current_app, jsonify, request
 
 from api import sync
 from api.errors import ApiError
-from api.images import check_image
-from api.inputs import decode_b64, pack_tensor
 from api.jsonbody import parse_json
+from jobs.images import check_image
+from jobs.inputs import InputError, decode_b64, pack_tensor
 
 bp = Blueprint("tfserving", __name__)
 STATUS = {"invalid": 400, "not_found": 404, "unavailable": 503, "deadline": 504, "internal": 500}
@@ -53,7 +53,7 @@ def predict(model, version=None):
         inputs = [_input(v, model_input, f"instance {i}") for i, v in enumerate(values)]
         deadline = sync.timeout_s(request.args.get("timeout"), ctx.settings.max_long_poll_s)
         _, outputs = sync.run(ctx, model, version, inputs, deadline)
-    except ApiError as exc:
+    except InputError as exc:
         return _error(exc.status if exc.status < 500 else 400, exc.message)
     except sync.SyncError as exc:
         return _error(STATUS[exc.kind], exc.message)

@@ -27,7 +27,7 @@ PROFILES = {
         "null_jobs": 20000, "null_rounds": 3,
         "naive_warmup_s": 15, "naive_window_s": 20, "naive_windows": 3,
         "api_clients": 64, "api_warmup_s": 3, "api_window_s": 10, "api_windows": 3,
-        "quiet_wait_s": 120, "retries": 4,
+        "quiet_wait_s": 120, "retries": 4, "batch_images": 2000,
     },
     "quick": {
         "model": "mobilenet_v2_035_96", "alpha": 0.35, "size": 96,
@@ -37,7 +37,7 @@ PROFILES = {
         "null_jobs": 2000, "null_rounds": 1,
         "naive_warmup_s": 3, "naive_window_s": 3, "naive_windows": 1,
         "api_clients": 32, "api_warmup_s": 1, "api_window_s": 2, "api_windows": 1,
-        "quiet_wait_s": 3, "retries": 1,
+        "quiet_wait_s": 3, "retries": 1, "batch_images": 300,
     },
 }
 MAX_BATCH_SIZE = 32
@@ -229,3 +229,8 @@ def run_json(args: list[str], env=None, timeout=None) -> dict:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n"
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]

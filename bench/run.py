@@ -23,11 +23,12 @@ from bench import report
 from bench.loadgen import InProcess
 from jobs import keys
 from jobs.settings import load_settings
+from bench import batch as batch_run
 from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
                           busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
-                          tiny_png)
-from stack.processes import (BIN, Proc, RedisServer, free_port, service_env, start_worker,
-                         wait_for, wait_until_serving)
+                          pct, tiny_png)
+from stack.processes import (BIN, Proc, RedisServer, free_port, service_env, start_feeder,
+                             start_worker, wait_for, wait_until_serving)
 
 WAIT_S = 30  # the long-poll the clients ask for
 # A measurement window counts only when processes this run did not start kept fewer cores
@@ -229,11 +230,6 @@ def cpu_table(cpu_s: dict, span_s: float, n: int) -> dict:
     """Cores kept busy, and CPU ms per completed item, by process tree."""
     return {k: {"cores": round(v / span_s, 2), "ms_per_item": round(v / n * 1000, 2)}
             for k, v in cpu_s.items()}
-
-
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 # -- phases ---------------------------------------------------------------------------------
@@ -527,6 +523,19 @@ def phase_naive(p, stack, redis_url, repo: Path, images: Path, api_settings: dic
 
 
 # -- the run --------------------------------------------------------------------------------
+def phase_batch(p, stack, redis_url, port, images, repo: Path) -> dict:
+    say(f"7. a bulk batch: a tar of {p['batch_images']} photos, upload to completed, one "
+        "client's single jobs meanwhile")
+    stack.proc("feeder", start_feeder(redis_url, batch_dir=str(WORK / "batches"),
+                                      model_repository=str(repo)))
+    tar = batch_run.build_tar(images, p["batch_images"])
+    wait_quiet(p["quiet_wait_s"], "the batch run")
+    out = batch_run.run(f"http://127.0.0.1:{port}", p["model"], tar, p["batch_images"], images,
+                        say)
+    stack.stop("feeder")
+    return out
+
+
 def git_state() -> dict:
     def git(*args):
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -600,13 +609,15 @@ def main(argv=None) -> int:
         rserver = BenchRedis()
         stack.add("redis", rserver.stop)
         api, port = start_api(stack, rserver.url, model_repository=str(repo),
-                              max_backlog=10 ** 7, **api_settings)
+                              max_backlog=10 ** 7, batch_dir=str(WORK / "batches"),
+                              **api_settings)
         rss_start = api_rss(api.pid)
         worker = start_bench_worker(stack, rserver.url, p["model"], repo, "worker")
         e2e = phase_e2e(p, stack, rserver, api, port, worker, images, repo)
         e2e["api_rss_mb_after"] = api_rss(api.pid)
         idle = phase_idle(p, stack, port, images, repo,
                           {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
+        batch = phase_batch(p, stack, rserver.url, port, images, repo)
         stack.stop("worker")
         api_alone = phase_api(p, stack, rserver.proc.pid, api, port, small)
         api_alone["rss_mb_at_start"] = rss_start
@@ -627,8 +638,7 @@ def main(argv=None) -> int:
         stack.stop_all()
         return 1
 
-    out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone,
-                                p))
+    out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone, batch, p))
     out["duration_s"] = round(time.monotonic() - started)
     name = "quick" if a.quick else "latest"
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -31,7 +31,8 @@ COPY api ./api
 COPY jobs ./jobs
 
 RUN groupadd --gid 10001 inferq \
-    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin inferq
+    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin inferq \
+    && mkdir -p /batches && chown 10001:10001 /batches
 # Numeric, so that runAsNonRoot-style checks can verify it.
 USER 10001:10001
 

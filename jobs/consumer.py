@@ -1,6 +1,8 @@
 """The job store's consumer side, what workers call: start a batch's jobs (fetching their
 inputs' bytes in the same round trip) and record their results. Each call is one Lua script
-(jobs/lua/), so a job completes exactly once however often an input is delivered."""
+(jobs/lua/), so a job completes exactly once however often an input is delivered. Bulk batch
+inputs (the bulk lane) are checked and fetched in one round trip too, and their result lines
+written by one script per model run."""
 import functools
 import json
 import time
@@ -25,6 +27,34 @@ def _result_encoder():
     return dumps
 
 
+def _compact(value) -> bytes:
+    """JSON without spaces, as the lines of a batch's results files are written."""
+    dumps = _result_encoder()
+    if dumps is json.dumps:
+        return json.dumps(value, separators=(",", ":")).encode()
+    return dumps(value)
+
+
+@dataclass
+class BulkResult:
+    """What a worker writes back for one bulk entry: its batch's result line."""
+    entry_id: str
+    batch_id: str
+    idx: int
+    custom_id: str
+    outputs: object = None  # on success: top-k list (image models) or the raw output
+    model_version: int = 0
+    error: tuple[str, str] | None = None  # on failure: (code, message)
+
+    def line(self) -> bytes:
+        if self.error is None:
+            return _compact({"custom_id": self.custom_id, "index": self.idx,
+                             "outputs": self.outputs, "model_version": self.model_version})
+        code, message = self.error
+        return _compact({"custom_id": self.custom_id, "index": self.idx,
+                         "error": {"code": code, "message": message}})
+
+
 @dataclass
 class InputResult:
     """What a worker writes back for one stream entry."""
@@ -41,7 +71,8 @@ class Consumer:
         self.result_ttl_s = result_ttl_s
         self.delivery_ttl_s = delivery_ttl_s(result_ttl_s, webhook_max_age_s)
         self._start = scripts.register(redis, "schedule_webhook", "start")
-        self._finish = scripts.register(redis, "schedule_webhook", "finish")
+        self._finish = scripts.register(redis, "schedule_webhook", "ack_entries", "finish")
+        self._finish_bulk = scripts.register(redis, "ack_entries", "finish_bulk")
 
     def start(self, job_ids, version: str = "", entries=()) -> dict[str, tuple[str | None, str]]:
         """Mark jobs running on model `version`, in one call. Returns each job's status
@@ -93,3 +124,37 @@ class Consumer:
         args += [res.entry_id for res in results]
         replies = self._finish(keys=script_keys, args=args)
         return [res.job_id for res, rc in zip(results, replies) if rc == 2]
+
+    def start_bulk(self, entries) -> dict[str, str | None]:
+        """In one round trip, the status of each batch that bulk `entries` (jobs.stream.Entry)
+        belong to (None: gone), and each entry's input bytes into `entry.data` (None: gone)."""
+        entries = list(entries)
+        batch_ids = list(dict.fromkeys(e.batch for e in entries))
+        if not batch_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in batch_ids:
+            pipe.hget(keys.batch(batch_id), "status")
+        pipe.mget([keys.batch_input(e.batch, e.idx) for e in entries])
+        replies = pipe.execute()
+        for entry, data in zip(entries, replies[-1]):
+            entry.data = data
+        return {b: (st.decode() if st is not None else None)
+                for b, st in zip(batch_ids, replies)}
+
+    def finish_bulk(self, model: str, version, results: list[BulkResult], batch: int = 0
+                    ) -> int:
+        """Write the result lines of bulk inputs of `model` v`version` for the feeder (those of
+        batches still running or being cancelled), delete their bytes, then ack and delete their
+        entries, in one atomic call; `batch` as for `finish` (0 when that call of the same run
+        counted it). Returns how many lines were kept."""
+        if not results:
+            return 0
+        script_keys = [keys.bulk_stream(model, version), keys.stats()]
+        args = [keys.GROUP, f"{model}|{version}", batch]
+        for res in results:
+            script_keys += [keys.batch(res.batch_id), keys.batch_results(res.batch_id),
+                            keys.batch_input(res.batch_id, res.idx)]
+            args += [res.line(), int(res.error is not None)]
+        args += [res.entry_id for res in results]
+        return sum(self._finish_bulk(keys=script_keys, args=args))

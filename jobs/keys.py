@@ -78,5 +78,55 @@ def stats() -> str:
     return f"{PREFIX}stats"
 
 
+# -- bulk batches (jobs/batch.py, jobs/bulk.py) ------------------------------------------------
+
+def batch(batch_id: str) -> str:
+    """Hash: one bulk batch's record: status, counts, its file's format, the feeder's cursor,
+    and the byte sizes of its results and errors files as last committed."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def tenant_batches(tenant: str) -> str:
+    """Sorted set: a tenant's batch ids by creation time (GET /v1/batches lists from it)."""
+    return f"{PREFIX}tenant:{tenant}:batches"
+
+
+def tenant_active_batches(tenant: str) -> str:
+    """Set: a tenant's batches that are not final (the per-tenant limit counts them)."""
+    return f"{PREFIX}tenant:{tenant}:batches:active"
+
+
+def active_batches() -> str:
+    """Sorted set: every batch that is not final, by creation time: what the feeder serves."""
+    return f"{PREFIX}batches:active"
+
+
+def bulk_stream(model: str, version) -> str:
+    """Stream: the bulk lane of one model version: one entry per batch input in flight. Workers
+    read it only to fill the room an interactive batch leaves."""
+    return f"{PREFIX}bulk:{model}:v{version}"
+
+
+def batch_input(batch_id: str, index: int) -> str:
+    """String: one batch input's bytes while it is in flight (its bulk entry names it)."""
+    return f"{PREFIX}batch:{batch_id}:input:{index}"
+
+
+def batch_results(batch_id: str) -> str:
+    """List: result lines the workers wrote for a batch, until the feeder appends them to the
+    batch's files."""
+    return f"{PREFIX}batch:{batch_id}:results"
+
+
+def batch_lease(batch_id: str) -> str:
+    """String (expires): the feeder process serving a batch now, so two never write its files."""
+    return f"{PREFIX}batch:{batch_id}:lease"
+
+
+def batch_done(batch_id: str) -> str:
+    """Bitmap: bit i set once input i's line is in the results or errors file."""
+    return f"{PREFIX}batch:{batch_id}:done"
+
+
 # Rate-limit counters (Flask-Limiter's Redis storage puts its keys under this prefix).
 RATE_LIMITS = f"{PREFIX}ratelimit"

@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MODEL_FILES = ("model.keras", "model.h5", "saved_model.pb")
 PREPROCESSING = ("scale_0_1", "tf", "caffe", "torch", "none")

@@ -61,6 +61,16 @@ class Settings:
     webhook_retry_schedule_s: str = "5,30,120,600,1800,3600"
     webhook_max_age_s: float = 86400.0
     public_url: str = ""
+    # Bulk batches: the batch store (a directory every API and feeder process shares), the
+    # largest upload, the most inputs in one file, batches a tenant may run at once, inputs of
+    # one model version in flight at once (the feeder's window), and how long a finished
+    # batch and its files are kept.
+    batch_dir: str = ".run/batches"
+    batch_max_bytes: int = 2 * 1024 ** 3
+    batch_max_inputs: int = 100_000
+    batch_max_active: int = 4
+    batch_window: int = 256
+    batch_ttl_s: int = 7 * 86400
 
     def __post_init__(self):
         positive = ("api_port", "api_workers", "api_threads", "max_batch_size",
@@ -68,7 +78,8 @@ class Settings:
                     "repository_poll_s", "result_ttl_s", "max_backlog", "max_body_bytes",
                     "max_inputs_per_job", "max_image_pixels", "max_long_poll_s",
                     "max_json_bytes", "max_json_depth",
-                    "max_model_bytes", "webhook_max_age_s")
+                    "max_model_bytes", "webhook_max_age_s", "batch_max_bytes",
+                    "batch_max_inputs", "batch_max_active", "batch_window", "batch_ttl_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"INFERQ_{name.upper()} must be greater than 0, "

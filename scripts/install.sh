@@ -45,8 +45,8 @@ pip() {
 }
 
 # The CUDA build of TensorFlow where an NVIDIA driver is present, the CPU build elsewhere.
-extras="api,worker,webhooks,dev,cpu"
-command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,webhooks,dev,gpu"
+extras="api,worker,webhooks,feeder,dev,cpu"
+command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,webhooks,feeder,dev,gpu"
 stamp="$VENV/.inferq-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

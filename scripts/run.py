@@ -1,6 +1,6 @@
 """`make run`: the whole stack on this machine. A private Redis (unless INFERQ_REDIS_URL is
-set), the API under gunicorn, one inference worker serving the model repository, and the
-webhook worker; a banner with a `curl` line once the demo model itself serves.
+set), the API under gunicorn, one inference worker serving the model repository, the webhook
+worker and the batch feeder; a banner with a `curl` line once the demo model itself serves.
 
 Ctrl-C, SIGTERM or SIGHUP, sent to this process or to the `make` running it, stops every
 process it started: the workers and the API first (the inference worker finishes its batch,
@@ -380,6 +380,8 @@ def run(stack: Stack, env: dict, venv: Path, settings, level: str, redis_port: i
         "-A", "worker.app", "worker", "--loglevel", level, "--hostname", "inferq-worker@%h"])
     stack.start("webhook worker", "webhooks", celery + [
         "-A", "webhooks.app", "worker", "--loglevel", level, "--hostname", "inferq-webhooks@%h"])
+    stack.start("feeder", "feeder", celery + [
+        "-A", "feeder.app", "worker", "--loglevel", level, "--hostname", "inferq-feeder@%h"])
 
     host, port = settings.api_host, settings.api_port
     base = f"http://{url_host(host)}:{port}"

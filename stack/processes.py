@@ -242,33 +242,45 @@ def model_processes(worker_pid: int) -> list[int]:
 
 
 def start_webhook_worker(redis_url: str, **settings) -> Proc:
-    args = [str(BIN / "celery"), "-A", "webhooks.app", "worker", "--loglevel", "INFO",
-            "--without-mingle", "--without-gossip", "--hostname", f"hooks-{free_port()}@%h"]
-    proc = Proc(args, service_env(redis_url, **settings), "webhooks")
+    return _start_light("webhooks", "webhook worker", redis_url, settings)
+
+
+def start_feeder(redis_url: str, **settings) -> Proc:
+    return _start_light("feeder", "feeder", redis_url, settings)
+
+
+def _start_light(app: str, what: str, redis_url: str, settings: dict) -> Proc:
+    """A light Celery worker (no TensorFlow): `<app>.app`; waits until Celery says ready."""
+    args = [str(BIN / "celery"), "-A", f"{app}.app", "worker", "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip", "--hostname", f"{app}-{free_port()}@%h"]
+    proc = Proc(args, service_env(redis_url, **settings), app)
 
     def ready():
         if not proc.alive():
-            raise RuntimeError("webhook worker exited:\n" + proc.output()[-5000:])
+            raise RuntimeError(f"{what} exited:\n" + proc.output()[-5000:])
         return " ready." in proc.output()
 
-    _started(proc, ready, 60, "the webhook worker to start")
+    _started(proc, ready, 60, f"the {what} to start")
     return proc
 
 
 class Stack:
     """Redis, the API under gunicorn, a worker serving `models` (empty: no worker) and, with
-    `webhooks`, the webhook worker, each a process. close() (or leaving the `with` block) stops
+    `webhooks`, the webhook worker, with `feeder` the batch feeder, each a process. close() (or leaving the `with` block) stops
     every process it started, whatever state they were left in, and removes Redis' data.
     `settings` are INFERQ_* settings for every process; `repository` the model repository."""
 
     def __init__(self, models=("shapes",), webhooks: bool = False, repository=None,
-                 aof: bool = False, **settings):
+                 aof: bool = False, feeder: bool = False, **settings):
         if repository is not None:
             settings["model_repository"] = repository
         self.repository = repository
+        self._batch_dir = None
+        if "batch_dir" not in settings:  # the stack's own batch store, removed with it
+            self._batch_dir = settings["batch_dir"] = tempfile.mkdtemp(prefix="inferq-batches-")
         self.settings = settings
         self.procs: list[Proc] = []
-        self.api = self.worker = self.hooks = None
+        self.api = self.worker = self.hooks = self.feeder = None
         self.redis = RedisServer(aof=aof)
         self.url = self.redis.url
         self.client = redis.Redis.from_url(self.url)
@@ -281,6 +293,8 @@ class Stack:
                 self.worker = self.start_worker(models)
             if webhooks:
                 self.hooks = self.start_webhook_worker()
+            if feeder:
+                self.feeder = self.start_feeder()
         except BaseException:
             self.close()
             raise
@@ -300,6 +314,11 @@ class Stack:
         self.procs.append(proc)
         return proc
 
+    def start_feeder(self, **settings) -> Proc:
+        proc = start_feeder(self.url, **{**self.settings, **settings})
+        self.procs.append(proc)
+        return proc
+
     def close(self):
         for proc in reversed(self.procs):
             try:
@@ -311,6 +330,8 @@ class Stack:
         self.procs = []
         self.client.close()
         self.redis.stop()
+        if self._batch_dir:
+            shutil.rmtree(self._batch_dir, ignore_errors=True)
 
     def __enter__(self):
         return self

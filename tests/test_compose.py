@@ -153,7 +153,7 @@ def packages_needed(entry: str) -> set[str]:
     return {m.split(".")[0] for m in seen}
 
 
-@pytest.mark.parametrize("name", ["api", "webhooks", *WORKERS])
+@pytest.mark.parametrize("name", ["api", "webhooks", "feeder", *WORKERS])
 def test_dockerfiles_copy_the_code_their_process_imports(services, name):
     path = dockerfile(services[name])
     assert path.is_file(), path
@@ -212,12 +212,13 @@ def test_worker_cpu_has_no_gpu(services):
 def test_up_without_a_profile_starts_what_the_header_says(services):
     """`docker compose up -d` starts every service without a profile; the header says which."""
     unprofiled = {name for name, s in services.items() if "profiles" not in s}
-    assert unprofiled == {"redis", "models-init", "api", "webhooks"}
+    assert unprofiled == {"redis", "models-init", "api", "webhooks", "feeder"}
     header = (ROOT / "docker-compose.yml").read_text().split("\n\n")[0]
     [line] = [text for text in header.splitlines()
               if re.search(r"docker compose up -d\b(?! *--profile)", text)]
     said = line.split("#", 2)[2]
-    assert all(word in said for word in ("Redis", "the API", "the webhook worker")), line
+    assert all(word in said for word in ("Redis", "the API", "the webhook worker",
+                                         "the feeder")), line
     assert "no inference worker" in said
 
 
@@ -402,3 +403,15 @@ def test_api_keys_come_from_dotenv_and_the_example_is_a_working_setup(services):
     # A .env holds secrets: never committed, never sent into an image.
     assert ".env" in (ROOT / ".gitignore").read_text().split()
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_api_and_the_feeder_share_the_batch_store(compose, services):
+    for name in ("api", "feeder"):
+        assert env(services[name])["INFERQ_BATCH_DIR"] == "/batches", name
+        assert "batches:/batches" in services[name]["volumes"], name
+    assert "batches" in compose["volumes"]
+    # A new named volume takes the ownership of the image's directory: the images' user's.
+    for name in ("api", "feeder"):
+        text = dockerfile(services[name]).read_text()
+        assert "chown 10001:10001 /batches" in text, name
+    assert "profiles" not in services["feeder"]  # it starts with `docker compose up`

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from stack.processes import (BIN, ROOT, RedisServer, free_port, start_api, start_webhook_worker,
-                             start_worker)
+from stack.processes import (BIN, ROOT, RedisServer, free_port, start_api, start_feeder,
+                             start_webhook_worker, start_worker)
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -44,6 +44,7 @@ STACK_COMMANDS = {
     "cp .env.example .env": "tests/test_compose.py checks .env.example against the compose file",
     "pip install": "tests/test_layout.py installs the project and checks what it adds",
     "celery -A worker.app worker": "stack.processes.start_worker runs it (tests/test_e2e.py)",
+    "celery -A feeder.app worker": "stack.processes.start_feeder runs it (tests/test_batches_e2e.py)",
     "celery -A webhooks.app worker": "stack.processes.start_webhook_worker runs it "
                                      "(tests/test_webhooks.py)",
     "gunicorn": "stack.processes.start_api runs it (tests/test_e2e.py)",
@@ -158,13 +159,14 @@ def docs_stack():
     shutil.copytree(ROOT / "models", models)
     redis = RedisServer()
     settings = {"model_repository": str(models), "webhook_secret": secret,
-                "webhook_allow_networks": "127.0.0.1/32"}
+                "webhook_allow_networks": "127.0.0.1/32", "batch_dir": str(tmp / "batches")}
     procs = []
     try:
         api, base = start_api(redis.url, admin_keys=f"{key}=dev", **settings)
         procs.append(api)
         procs.append(start_webhook_worker(redis.url, public_url=base, **settings))
         procs.append(start_worker(redis.url, models=SERVED_MODELS, **settings))
+        procs.append(start_feeder(redis.url, **settings))
         yield {"base": base, "run_dir": run_dir, "procs": procs}
     finally:
         for proc in reversed(procs):

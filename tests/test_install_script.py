@@ -47,7 +47,7 @@ def test_install_says_one_line_and_then_nothing(tmp_path, venv):
     assert first.stderr == ""
     lines = first.stdout.splitlines()
     assert lines[0].startswith("install.sh: installing Python packages "
-                               f"(api,worker,webhooks,dev,cpu) into {venv}")
+                               f"(api,worker,webhooks,feeder,dev,cpu) into {venv}")
     assert lines[1:] == ["install.sh: done"]
     assert "Building wheel" in (tmp_path / "run" / "install.log").read_text()
     again = install(tmp_path, venv)
@@ -57,6 +57,6 @@ def test_install_says_one_line_and_then_nothing(tmp_path, venv):
 def test_a_failing_pip_shows_its_output(tmp_path, venv):
     done = install(tmp_path, venv, fail_on=".[api")
     assert done.returncode == 1
-    assert "install.sh: 'pip install -q .[api,worker,webhooks,dev,cpu]' failed" in done.stderr
+    assert "install.sh: 'pip install -q .[api,worker,webhooks,feeder,dev,cpu]' failed" in done.stderr
     assert "  ERROR: No matching distribution found for tensorflow-cpu" in done.stderr
     assert not (venv / ".inferq-installed").exists()  # tried again next time

@@ -8,19 +8,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("api", "worker", "webhooks", "jobs", "batching", "demo", "bench", "stack", "tests")
+PACKAGES = ("api", "worker", "webhooks", "feeder", "jobs", "batching", "demo", "bench", "stack",
+            "tests")
 
 # What each package must never import: the front ends use the shared core (jobs, batching),
 # never the reverse, and no front end reaches into another.
 FORBIDDEN = {
-    "jobs": {"api", "worker", "webhooks", "demo", "bench", "stack", "tests", "flask", "celery",
-             "tensorflow"},
-    "batching": {"api", "worker", "webhooks", "jobs", "demo", "bench", "stack", "tests", "redis",
-                 "celery", "tensorflow", "flask"},
-    "api": {"worker", "webhooks", "demo", "bench", "stack", "tests", "tensorflow", "celery"},
-    "worker": {"api", "webhooks", "demo", "bench", "stack", "tests", "flask"},
-    "webhooks": {"api", "worker", "demo", "bench", "stack", "tests", "tensorflow", "flask"},
-    "stack": {"api", "worker", "webhooks", "demo", "bench", "tests"},
+    "jobs": {"api", "worker", "webhooks", "feeder", "demo", "bench", "stack", "tests", "flask",
+             "celery", "tensorflow"},
+    "batching": {"api", "worker", "webhooks", "feeder", "jobs", "demo", "bench", "stack",
+                 "tests", "redis", "celery", "tensorflow", "flask"},
+    "api": {"worker", "webhooks", "feeder", "demo", "bench", "stack", "tests", "tensorflow",
+            "celery"},
+    "worker": {"api", "webhooks", "feeder", "demo", "bench", "stack", "tests", "flask"},
+    "webhooks": {"api", "worker", "feeder", "demo", "bench", "stack", "tests", "tensorflow",
+                 "flask"},
+    "feeder": {"api", "worker", "webhooks", "demo", "bench", "stack", "tests", "tensorflow",
+               "flask"},
+    "stack": {"api", "worker", "webhooks", "feeder", "demo", "bench", "tests"},
     "bench": {"tests"},
 }
 

@@ -60,7 +60,8 @@ def test_docs_page_points_at_the_document(app):
 
 @pytest.fixture(scope="module")
 def live_api(module_stack_factory):
-    # Short long-polls and deadlines keep each fuzzed request quick.
+    # Short long-polls and deadlines keep each fuzzed request quick; the stack has a batch
+    # store of its own for the batches the fuzzer uploads.
     return module_stack_factory(models=["shapes"], max_long_poll_s=2, max_inputs_per_job=8).base
 
 

@@ -541,11 +541,11 @@ SCAN = JPEG.index(b"\xff\xda")
        replace=st.booleans())
 def test_the_api_reads_a_jpeg_header_as_pillow_does_or_leaves_it_to_pillow(at, change,
                                                                              replace):
-    """The submit path reads plain JPEG headers itself (api.images._plain_jpeg_frame), not with
+    """The submit path reads plain JPEG headers itself (jobs.images._plain_jpeg_frame), not with
     Pillow. On headers damaged anywhere before the first scan, it either reads the same size
     Pillow reads from a file Pillow opens, or declines, and then Pillow judges the file."""
     from PIL import Image
-    from api.images import _plain_jpeg_frame
+    from jobs.images import _plain_jpeg_frame
     data = JPEG[:at] + change + JPEG[at + (len(change) if replace else 0):]
     frame = _plain_jpeg_frame(data)
     if frame is not None:
@@ -555,15 +555,15 @@ def test_the_api_reads_a_jpeg_header_as_pillow_does_or_leaves_it_to_pillow(at, c
 
 
 def test_a_plain_jpeg_header_is_read_without_pillow():
-    from api.images import _plain_jpeg_frame
+    from jobs.images import _plain_jpeg_frame
     assert _plain_jpeg_frame(JPEG)[:2] == (40, 24)
 
 
 @pytest.mark.parametrize("data", [b"\xff\xd8\xff\xe0\x00\x02\xff\xc0\x00\x02",
                                   b"\xff\xd8\xff\xc0\x00\x02", JPEG[:SCAN]])
 def test_a_jpeg_header_cut_short_is_400_not_a_crash(data):
-    from api.errors import ApiError
-    from api.images import check_image
-    with pytest.raises(ApiError) as caught:
+    from jobs.images import check_image
+    from jobs.inputs import InputError
+    with pytest.raises(InputError) as caught:
         check_image(data, 10**6, "input 0")
     assert caught.value.status == 400

@@ -95,10 +95,11 @@ class Run:
         return output
 
     def wait_started(self):
-        """Every process up: the API listens, both workers said they are ready."""
+        """Every process up: the API listens, the three workers said they are ready."""
         self.wait_output(r"(?s)(?=.*API listening)(?=.*inferq-worker@\S+ ready)"
-                         r"(?=.*inferq-webhooks@\S+ ready)", 90, "every process to start")
-        assert len(processes_with(self.marker)) >= 5  # run.py, redis, gunicorn, 2 workers
+                         r"(?=.*inferq-webhooks@\S+ ready)(?=.*inferq-feeder@\S+ ready)", 90,
+                         "every process to start")
+        assert len(processes_with(self.marker)) >= 6  # run.py, redis, gunicorn, 3 workers
 
     def wait_all_stopped(self):
         self.proc.wait(90)
@@ -218,7 +219,7 @@ def test_a_signal_to_its_pid_stops_every_process_it_started(tmp_path, command, s
     assert "inferq: stopped" in output, output[-3000:]
     assert "Traceback" not in output
     # The workers stop before Redis (the inference worker needs it to finish its batch).
-    for log in ("worker.log", "webhooks.log"):
+    for log in ("worker.log", "webhooks.log", "feeder.log"):
         text = (run.run_dir / log).read_text()
         assert "Warm shutdown" in text and "Connection refused" not in text, text[-2000:]
 

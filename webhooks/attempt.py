@@ -6,10 +6,11 @@ import logging
 import random
 import time
 
+from jobs import batch
 from jobs.deliveries import DELIVERED, FAILED, PENDING, STOPPED, Deliveries
 from jobs.record import flat_record, iso, webhook_body
-from webhooks.sign import signed_headers
 from jobs.ssrf import UnsafeURL, check_url, post
+from webhooks.sign import signed_headers
 
 log = logging.getLogger("inferq.webhooks")
 CONNECT_TIMEOUT_S, TOTAL_TIMEOUT_S = 3.0, 10.0
@@ -24,8 +25,9 @@ def attempt(deliveries: Deliveries, settings, webhook_id: str, token: str):
     if not body:
         # From the job's record as the event left it (the delivery keeps it), not as the
         # job stands now: a started event never says succeeded.
-        body = json.dumps(webhook_body(d["event"], d["created_at"], flat_record(d["record"]),
-                                       settings.base_url))
+        make = batch.webhook_body if d["event"] in batch.WEBHOOK_EVENTS else webhook_body
+        body = json.dumps(make(d["event"], d["created_at"], flat_record(d["record"]),
+                               settings.base_url))
         deliveries.save_body(webhook_id, body)
     try:
         target = check_url(d["url"], settings.webhook_networks)  # again: DNS may have changed

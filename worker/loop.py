@@ -1,6 +1,7 @@
 """The inference loop for one model: a reader thread pulls micro-batches from the model's stream
 and hands them to decode threads; one thread owns the model, runs each batch and writes results.
-Decoding of batch k+1 overlaps with the model running batch k; no more than that is read ahead."""
+Decoding of batch k+1 overlaps with the model running batch k; no more than that is read ahead.
+A batch is filled with jobs first; bulk batch inputs (the bulk lane) fill the room they leave."""
 import logging
 import queue
 import threading
@@ -10,9 +11,11 @@ from concurrent.futures import Future
 import redis as redis_lib
 
 from batching import BatchPolicy
-from jobs.consumer import Consumer, InputResult
+from jobs.batch import IN_PROGRESS
+from jobs.consumer import BulkResult, Consumer, InputResult
 from jobs.record import RUNNING
 from jobs.stream import StreamConsumer
+from worker import bulk
 from worker.errors import describe
 from worker.preprocess import DecodeError, decode_image, decode_tensor
 
@@ -68,6 +71,10 @@ class ModelLoop:
         # hand-over to the model thread is on every job's path, and these wake it in C.
         self._slot = threading.Lock()
         self._last_reclaim = 0.0
+        # Whether the last look at the bulk lane found it short: then an idle read waits on both
+        # lanes, and a batch of jobs alone costs no read of the bulk lane.
+        self._bulk_idle = False
+        self._carry = []  # bulk entries an idle read took beyond the room; they lead the next batch
         self._threads = [threading.Thread(target=self._read_loop, daemon=True,
                                           name=f"inferq-read-{self.spec.name}"),
                          threading.Thread(target=self._model_loop, daemon=True,
@@ -137,54 +144,83 @@ class ModelLoop:
         self._batches.put(None)
 
     def _empty(self) -> bool:
-        """Nothing queued or in flight on this version, by any worker."""
-        return self.consumer.redis.xlen(self.consumer.stream) == 0
+        """Nothing queued or in flight on this version (either lane), by any worker."""
+        return self.consumer.empty()
 
     def _collect(self) -> list:
         s = self.settings
         policy = BatchPolicy(self.spec.max_batch_size, s.max_wait_s)
-        if time.monotonic() - self._last_reclaim >= min(1.0, s.claim_idle_s / 2):
+        policy.add(self._carry)
+        self._carry = []
+        if policy.room and time.monotonic() - self._last_reclaim >= min(1.0, s.claim_idle_s / 2):
             self._last_reclaim = time.monotonic()
-            policy.add(self.consumer.reclaim(s.claim_idle_s, self.spec.max_batch_size))
+            policy.add(self.consumer.reclaim(s.claim_idle_s, policy.room))
         while not self.stopping.is_set() and not policy.due():
-            # BLOCK 0 would wait forever: a batch already open reads without blocking when due.
-            idle_ms = 100 if self.draining.is_set() else READ_BLOCK_MS
-            wait_ms = idle_ms if not policy.items else int(policy.time_left() * 1000)
-            got = self.consumer.read(policy.room, wait_ms or None)
-            policy.add(got)
-            if not policy.items:
-                break  # idle: go round, so reclaims and stops are noticed
-            if not got and s.max_wait_s == 0:
-                break
+            if not self._bulk_idle:
+                # The bulk lane has inputs: take the jobs waiting, then fill the room from it.
+                policy.add(self.consumer.read(policy.room))
+                if policy.room:
+                    policy.add(self.consumer.read_bulk(policy.room))
+                    self._bulk_idle = policy.room > 0
+            elif not policy.items:
+                # Idle: wait on both lanes at once, so that either wakes this worker.
+                idle_ms = 100 if self.draining.is_set() else READ_BLOCK_MS
+                self._read_idle(policy, idle_ms)
+                if not policy.items:
+                    break  # idle: go round, so reclaims and stops are noticed
+            else:
+                # BLOCK 0 would wait forever: a batch already open reads without blocking when due.
+                wait_ms = int(policy.time_left() * 1000)
+                got = self.consumer.read(policy.room, wait_ms or None)
+                policy.add(got)
+                if not got and s.max_wait_s == 0:
+                    break
         return policy.take()
 
+    def _read_idle(self, policy: BatchPolicy, block_ms: int):
+        """One read over both lanes (up to the room from each): the jobs, then bulk inputs to
+        fill the room; any more bulk inputs lead the next batch, as they are already ours."""
+        got = self.consumer.read_both(policy.room, block_ms)
+        jobs = [e for e in got if not e.bulk]
+        more = [e for e in got if e.bulk]
+        fit = policy.room - len(jobs)
+        policy.add(jobs + more[:fit])
+        self._carry = more[fit:]
+        if more:
+            self._bulk_idle = False
+
     def _admit(self, batch: list) -> tuple[list, "Decoded | None"]:
-        """Fail inputs delivered too often; mark the rest's jobs running, fetching their bytes
-        in the same round trip; drop the inputs whose job is gone or canceled. Returns what is
-        left to run, and its inputs (being decoded)."""
+        """Fail inputs delivered too often; mark the rest's jobs running and check the bulk
+        inputs' batches still run, fetching their bytes in the same round trip (one per lane);
+        drop the inputs whose job is gone or canceled, or whose batch no longer runs. Returns
+        what is left to run, and its inputs (being decoded)."""
         max_attempts = self.settings.max_attempts
         poison = [e for e in batch if e.deliveries > max_attempts]
         if poison:
             for e in poison:
-                log.error("job %s input %d: poison, delivered %d times", e.job_id, e.idx,
-                          e.deliveries)
-            self._retry(self.store.finish, self.spec.name, self.spec.version, [InputResult(
-                e.id, e.job_id, e.idx, error=f"input was delivered {e.deliveries} times without "
-                f"finishing (max_attempts={max_attempts}); the worker crashed or "
-                f"the model failed on it each time") for e in poison])
+                log.error("%s: poison, delivered %d times", bulk.where(e), e.deliveries)
+            message = ("input was delivered {} times without finishing (max_attempts="
+                       f"{max_attempts}); the worker crashed or the model failed on it each time")
+            self._write([bulk.failed(e, bulk.POISON, message.format(e.deliveries)) if e.bulk
+                         else InputResult(e.id, e.job_id, e.idx,
+                                          error=message.format(e.deliveries))
+                         for e in poison], 0, until_stopped=True)
             batch = [e for e in batch if e.deliveries <= max_attempts]
-        if not batch:
-            return [], None
-        started = self._retry(self.store.start, [e.job_id for e in batch],
-                              str(self.spec.version), batch)
-        if started is None:  # stopping: the inputs stay pending, for another worker
-            return [], None
-        gone = [e for e in batch if started[e.job_id][0] != RUNNING]
-        if gone:
-            self._retry(self.consumer.drop, gone)
-            batch = [e for e in batch if started[e.job_id][0] == RUNNING]
-        for e in batch:
-            e.raw = started[e.job_id][1] == "raw"
+        jobs, inputs = [e for e in batch if not e.bulk], [e for e in batch if e.bulk]
+        if jobs:
+            started = self._retry(self.store.start, [e.job_id for e in jobs],
+                                  str(self.spec.version), jobs)
+            if started is None:  # stopping: the inputs stay pending, for another worker
+                return [], None
+            for e in jobs:
+                e.raw = started[e.job_id][1] == "raw"
+            jobs = self._keep(jobs, lambda e: started[e.job_id][0] == RUNNING)
+        if inputs:
+            running = self._retry(self.store.start_bulk, inputs)
+            if running is None:
+                return [], None
+            inputs = self._keep(inputs, lambda e: running[e.batch] == IN_PROGRESS)
+        batch = jobs + inputs
         if not batch:
             return [], None
         datas = [e.data for e in batch]
@@ -192,6 +228,13 @@ class ModelLoop:
         # would add a thread wake-up to its latency.
         pool = self.decode_pool if len(batch) > 1 else None
         return batch, Decoded(pool, self._decode, datas, self.settings.decode_threads)
+
+    def _keep(self, entries: list, runs) -> list:
+        """The entries for which `runs(entry)`; the others are dropped, with their bytes."""
+        gone = [e for e in entries if not runs(e)]
+        if gone:
+            self._retry(self.consumer.drop, gone)
+        return [e for e in entries if runs(e)]
 
     # -- model owner --------------------------------------------------------------------
     def _model_loop(self):
@@ -210,18 +253,36 @@ class ModelLoop:
         results, ready, images = [], [], []
         for entry, image in zip(entries, decoded.results()):
             if isinstance(image, DecodeError):
-                log.info("job %s input %d: %s", entry.job_id, entry.idx, image)
-                results.append(InputResult(entry.id, entry.job_id, entry.idx, error=str(image)))
+                log.info("%s: %s", bulk.where(entry), image)
+                results.append(self._undecodable(entry, image))
             else:
                 images.append(image)
                 ready.append(entry)
         if ready:
             results += self._predict(ready, images)
-        if results:
-            self._retry(self.store.finish, self.spec.name, self.spec.version, results, len(ready),
-                        until_stopped=False)
+        self._write(results, len(ready))
 
-    def _predict(self, entries, images) -> list[InputResult]:
+    def _undecodable(self, entry, exc: DecodeError):
+        if not entry.bulk:
+            return InputResult(entry.id, entry.job_id, entry.idx, error=str(exc))
+        if entry.data is None:
+            return bulk.failed(entry, bulk.INPUT_GONE, "the input's bytes are gone from the "
+                               "queue (expired or lost); submit it again in a new batch")
+        return bulk.failed(entry, bulk.decode_error_code(self.spec.kind), str(exc))
+
+    def _write(self, results: list, ran: int, until_stopped: bool = False):
+        """Record results of both lanes; `ran`: how many inputs the model ran, as one batch,
+        counted once for the run whichever lanes it served."""
+        jobs = [r for r in results if isinstance(r, InputResult)]
+        lines = [r for r in results if isinstance(r, BulkResult)]
+        name, version = self.spec.name, self.spec.version
+        if jobs:
+            self._retry(self.store.finish, name, version, jobs, ran, until_stopped=until_stopped)
+        if lines:
+            self._retry(self.store.finish_bulk, name, version, lines, 0 if jobs else ran,
+                        until_stopped=until_stopped)
+
+    def _predict(self, entries, images) -> list:
         started = time.time()
         t0 = time.perf_counter()
         try:
@@ -236,6 +297,9 @@ class ModelLoop:
         predict_ms = (time.perf_counter() - t0) * 1000
         results = []
         for entry, row in zip(entries, rows):
+            if entry.bulk:
+                results.append(bulk.succeeded(entry, self.predictor, row))
+                continue
             metrics = {"queue_ms": round(max(0.0, started - entry.enqueued_at) * 1000, 2),
                        "predict_ms": round(predict_ms, 2), "batch_size": len(entries)}
             output = ({"output": self.predictor.raw(row)} if entry.raw
@@ -244,15 +308,16 @@ class ModelLoop:
                                        output={**output, "metrics": metrics}))
         return results
 
-    def _failed(self, entry, exc) -> list[InputResult]:
+    def _failed(self, entry, exc) -> list:
         error = f"model {self.spec.name} raised {type(exc).__name__}: {describe(exc)}"
         if entry.deliveries >= self.settings.max_attempts:
-            log.error("job %s input %d: %s (attempt %d of %d, failing it)", entry.job_id,
-                      entry.idx, error, entry.deliveries, self.settings.max_attempts)
-            return [InputResult(entry.id, entry.job_id, entry.idx,
-                                error=f"{error} (failed {entry.deliveries} attempts)")]
+            log.error("%s: %s (attempt %d of %d, failing it)", bulk.where(entry), error,
+                      entry.deliveries, self.settings.max_attempts)
+            error = f"{error} (failed {entry.deliveries} attempts)"
+            return [bulk.failed(entry, bulk.MODEL_ERROR, error) if entry.bulk
+                    else InputResult(entry.id, entry.job_id, entry.idx, error=error)]
         # Not acked: it is reclaimed after claim_idle_s and tried again (a transient error,
         # such as running out of GPU memory, may pass).
-        log.warning("job %s input %d: %s (attempt %d of %d, will retry)", entry.job_id,
-                    entry.idx, error, entry.deliveries, self.settings.max_attempts)
+        log.warning("%s: %s (attempt %d of %d, will retry)", bulk.where(entry), error,
+                    entry.deliveries, self.settings.max_attempts)
         return []

@@ -69,10 +69,5 @@ for r = 0, n - 1 do
                       now, ttl, dttl, label, record_max)
   redis.call('DEL', KEYS[k + 5])
 end
-local first = 8 + 6 * n
-for i = first, #ARGV, 500 do
-  local last = math.min(i + 499, #ARGV)
-  redis.call('XACK', KEYS[2], ARGV[4], unpack(ARGV, i, last))
-  redis.call('XDEL', KEYS[2], unpack(ARGV, i, last))
-end
+ack_entries(KEYS[2], ARGV[4], 8 + 6 * n)
 return rcs

@@ -1,12 +1,12 @@
-"""Check an uploaded image with Pillow before anything is enqueued, so a worker gets whole images
-in accepted formats within the pixel limit."""
+"""Check an encoded image with Pillow before it is queued (a submit in the API, a batch input in the
+feeder), so a worker gets whole images in accepted formats within the pixel limit."""
 import re
 import warnings
 from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
-from api.errors import ApiError
+from jobs.inputs import InputError
 from jobs.jpeg import SOS, header_segments
 
 ACCEPTED = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
@@ -14,10 +14,10 @@ ACCEPTED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
 
 
 def check_image(data: bytes, max_pixels: int, where: str) -> str:
-    """Raise ApiError unless `data` is a whole image in an accepted format within `max_pixels`.
+    """Raise InputError unless `data` is a whole image in an accepted format within `max_pixels`.
     Returns the format. `where` names the input in messages."""
     if not data:
-        raise ApiError(400, "empty_input", f"{where} is empty")
+        raise InputError(400, "empty_input", f"{where} is empty")
     frame = _plain_jpeg_frame(data)
     im = _open(data, where) if frame is None else None
     fmt = "JPEG" if im is None else im.format
@@ -31,7 +31,7 @@ def check_image(data: bytes, max_pixels: int, where: str) -> str:
         else:
             im.load()
     except Exception as exc:
-        raise ApiError(400, "invalid_image", f"{where} is a corrupt or truncated {fmt} image: "
+        raise InputError(400, "invalid_image", f"{where} is a corrupt or truncated {fmt} image: "
                        f"{exc}") from None
     return fmt
 
@@ -45,23 +45,23 @@ def _open(data: bytes, where: str) -> Image.Image:
     except UnidentifiedImageError:
         signed = _signature(data)
         if signed:  # Pillow gave up on its header: a broken file, not another format
-            raise ApiError(400, "invalid_image", f"{where} starts as a {signed} image but its "
+            raise InputError(400, "invalid_image", f"{where} starts as a {signed} image but its "
                            "header cannot be read") from None
         other = _other_format(data)
         if other:
-            raise ApiError(415, "unsupported_format", f"{where} is a {other} image; "
+            raise InputError(415, "unsupported_format", f"{where} is a {other} image; "
                            f"accepted formats are {ACCEPTED_TEXT}") from None
-        raise ApiError(415, "unsupported_format", f"{where} is not an image in an accepted "
+        raise InputError(415, "unsupported_format", f"{where} is not an image in an accepted "
                        f"format ({ACCEPTED_TEXT})") from None
     except Image.DecompressionBombError as exc:
         raise _too_many_pixels(where, str(exc)) from None
     except Exception as exc:  # Pillow raises many types on hostile headers
-        raise ApiError(400, "invalid_image", f"{where} cannot be read: {exc}") from None
+        raise InputError(400, "invalid_image", f"{where} cannot be read: {exc}") from None
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, where: str):
     if width < 1 or height < 1:
-        raise ApiError(400, "invalid_image", f"{where} has no pixels ({width}x{height})")
+        raise InputError(400, "invalid_image", f"{where} has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise _too_many_pixels(where, f"{width}x{height} is {width * height} pixels, over the "
                                f"limit of {max_pixels} (INFERQ_MAX_IMAGE_PIXELS)")
@@ -134,8 +134,8 @@ def _check_jpeg_scans(data: bytes, pos: int):
         pos = at + 2 + length
 
 
-def _too_many_pixels(where: str, detail: str) -> ApiError:
-    return ApiError(413, "too_many_pixels", f"{where} is too large: {detail}")
+def _too_many_pixels(where: str, detail: str) -> InputError:
+    return InputError(413, "too_many_pixels", f"{where} is too large: {detail}")
 
 
 # How each accepted format's files begin (WebP: "RIFF", a length, then "WEBP").
