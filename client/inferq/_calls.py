@@ -121,9 +121,11 @@ def result(job: dict, index: int):
     """Input `index`'s outputs: the top-k list for a model with labels, else the raw output
     row. A failed or canceled input raises JobFailed."""
     out = job["outputs"][index]
-    if "error" in out:
+    if "error" in out:  # the worker's message
         error = out["error"]
-        raise JobFailed(error.get("message", "failed"), None, error.get("code"))
+        if isinstance(error, dict):
+            raise JobFailed(str(error.get("message")), None, error.get("code"))
+        raise JobFailed(str(error), None, "input_failed")
     if out.get("status") != "succeeded":
         raise JobFailed(f"job {job['id']} was {job['status']}", None, job["status"])
     return out["top_k"] if "top_k" in out else out.get("output")

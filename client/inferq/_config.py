@@ -12,7 +12,9 @@ def url(given: str | None = None) -> str:
 
 
 def api_key(given: str | None = None) -> str | None:
-    return given or os.environ.get("INFERQ_API_KEY") or None
+    """`given`; None: INFERQ_API_KEY; "": no key."""
+    key = os.environ.get("INFERQ_API_KEY") if given is None else given
+    return key or None
 
 
 def dev_key_file(start: Path | None = None) -> Path | None:
