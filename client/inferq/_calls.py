@@ -11,7 +11,7 @@ import httpx
 
 from . import _config
 from ._inputs import job_body
-from .errors import Conflict, JobFailed, Unauthorized, WaitTimeout, from_status
+from .errors import Conflict, InferqError, JobFailed, Unauthorized, WaitTimeout, from_status
 
 # A long-poll asks for at most this; the server cuts it to its own INFERQ_MAX_LONG_POLL_S.
 LONG_POLL_S = 30.0
@@ -41,7 +41,12 @@ def idempotent(headers: dict | None = None) -> dict:
 def check(response: httpx.Response):
     """The answer's JSON; an error answer raises its typed InferqError."""
     if response.status_code < 400:
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise InferqError(f"{response.request.url} answered {response.status_code} with "
+                              "something that is not JSON: is INFERQ_URL an inferq API?",
+                              response.status_code, "not_json") from None
     code, message = None, None
     try:
         error = response.json().get("error")

@@ -47,8 +47,10 @@ def predict(settings, model, paths, top_k, out_path, concurrency, as_json, model
         raise click.UsageError("--retry-failed needs --out")
     todo = _todo(paths, out_path, retry_failed)
     table = out_path is None and not as_json and len(todo) <= FEW
-    writer = None if table else _results.Writer(out_path, sys.stdout)
     meter = Meter("predict", len(todo)) if len(todo) > FEW else None
+    # Lines for a terminal go above the bar; to a file or a pipe, as they are.
+    stdout = meter if meter is not None and meter.bar and sys.stdout.isatty() else sys.stdout
+    writer = None if table else _results.Writer(out_path, stdout)
     kept = []
 
     def record(entry):
@@ -86,6 +88,7 @@ def _todo(paths, out_path, retry_failed) -> list[str]:
     todo = [str(p) for p in files(paths)]
     if out_path is None:
         return todo
+    todo = [p for p in todo if Path(p).resolve() != out_path.resolve()]  # a folder holding it
     lines = _results.read(out_path)
     if retry_failed:
         for path in _results.drop_errors(out_path, lines):

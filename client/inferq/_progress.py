@@ -1,6 +1,7 @@
 """Progress of a long run, on stderr: on a terminal a rich bar (done/total, rate, ETA,
 failures); elsewhere (a pipe, a log file, CI) a plain line every few seconds, and a last one
 at the end."""
+import sys
 import time
 
 from rich.console import Console
@@ -42,10 +43,22 @@ class Meter:
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 _Rate(self.unit), TextColumn("ETA"), TimeRemainingColumn(),
-                TextColumn("[red]{task.fields[failed]} failed"), console=self.console)
+                TextColumn("[red]{task.fields[failed]} failed"), console=self.console,
+                # stdout stays where it goes (a file, a pipe): never into the bar's stream.
+                redirect_stdout=False, redirect_stderr=False)
             self.progress.start()
             self.task = self.progress.add_task(self.what, total=self.total, failed=0)
         return self
+
+    def write(self, text: str):
+        """Text for a terminal's stdout, printed above the bar (which would cut it)."""
+        if self.progress is not None:
+            self.progress.console.out(text, end="", highlight=False)
+        else:
+            sys.stdout.write(text)
+
+    def flush(self):
+        sys.stdout.flush()
 
     def advance(self, failed: bool = False):
         if self.base is None:

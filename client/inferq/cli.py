@@ -7,7 +7,7 @@ import click
 from rich.table import Table
 
 from . import _config
-from ._cli_base import INTERRUPTED, USAGE, Settings, err, fail, fail_on, out
+from ._cli_base import FAILED, INTERRUPTED, USAGE, Settings, err, fail, fail_on, out
 from ._cli_batch import batch
 from ._cli_predict import predict
 from .errors import InferqError, WaitTimeout
@@ -19,6 +19,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except InferqError as exc:
             fail_on(exc)
         except OSError as exc:  # a path that is not there, not readable, not writable
@@ -26,6 +28,8 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             err.print()
             fail("interrupted", INTERRUPTED)
+        except Exception as exc:  # a bug of ours: still one line
+            fail(f"unexpected error ({type(exc).__name__}): {exc}", FAILED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
