@@ -1,6 +1,8 @@
 """`inferq predict MODEL PATH...`: a table for a few images; for more, a progress display and
 JSONL lines, on stdout or appended to --out (whose paths a later run skips)."""
 import asyncio
+import contextlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,6 +17,17 @@ from ._progress import Meter
 from ._walk import files
 
 FEW = 20  # up to this many images: a table at the end, and no progress display
+# Connections per AsyncClient: httpcore's pool looks at each of its connections for every
+# request it starts and ends, so many images in flight go through several small pools.
+PER_CLIENT = 8
+
+
+def _no_sniffio_lookups():
+    """httpcore imports `sniffio` on every request, and where it is not installed each try is
+    a search of sys.path; a None entry in sys.modules makes the import fail at once. Done in
+    this process only (the command's own), and only where sniffio is absent."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None
 
 
 @click.command()
@@ -45,6 +58,7 @@ def predict(settings, model, paths, top_k, out_path, concurrency, as_json, model
     there."""
     if retry_failed and out_path is None:
         raise click.UsageError("--retry-failed needs --out")
+    _no_sniffio_lookups()
     todo = _todo(paths, out_path, retry_failed)
     table = out_path is None and not as_json and len(todo) <= FEW
     meter = Meter("predict", len(todo)) if len(todo) > FEW else None
@@ -64,11 +78,13 @@ def predict(settings, model, paths, top_k, out_path, concurrency, as_json, model
         async with AsyncClient(settings.url, settings.api_key,
                                retry_deadline_s=RETRY_DEADLINE_S) as probe:
             await probe.model(model)
-        async with AsyncClient(settings.url, settings.api_key, max_connections=concurrency,
-                               retry_deadline_s=timeout) as client:
+        async with contextlib.AsyncExitStack() as opened:
+            clients = [await opened.enter_async_context(AsyncClient(
+                settings.url, settings.api_key, max_connections=PER_CLIENT,
+                retry_deadline_s=timeout)) for _ in range(-(-concurrency // PER_CLIENT))]
             with meter or _Quiet():
                 return await _predict.predict_all(
-                    client, model, todo, record, concurrency=concurrency,
+                    clients, model, todo, record, concurrency=concurrency,
                     version=model_version, timeout_s=timeout, top_k=top_k, on_stop=stopping)
 
     def stopping():

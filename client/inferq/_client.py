@@ -1,5 +1,8 @@
 """Client and AsyncClient: the same methods, blocking or async. Both send through
 RetryTransport and run the calls of `_calls`, so they ask and read alike."""
+import functools
+import ssl
+
 import httpx
 
 from . import _calls, _config
@@ -7,6 +10,12 @@ from ._job import AsyncJob, Job
 from ._transport import RetryTransport
 from .batches import AsyncBatches, Batches
 from .errors import ServerUnavailable
+
+
+@functools.lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: loading the CA certificates takes a while."""
+    return httpx.create_ssl_context()
 
 
 class _Base:
@@ -44,7 +53,7 @@ class Client(_Base):
 
     @staticmethod
     def _transport(limits):
-        return httpx.HTTPTransport(limits=limits)
+        return httpx.HTTPTransport(limits=limits, verify=_tls())
 
     def _run(self, calls):
         try:
@@ -105,7 +114,7 @@ class AsyncClient(_Base):
 
     @staticmethod
     def _transport(limits):
-        return httpx.AsyncHTTPTransport(limits=limits)
+        return httpx.AsyncHTTPTransport(limits=limits, verify=_tls())
 
     async def _run(self, calls):
         try:

@@ -17,14 +17,15 @@ class Run:
     fatal: InferqError | None = None
 
 
-async def predict_all(client, model: str, paths: list[str], record, *, concurrency: int,
-                      version=None, timeout_s: float = 300.0, top_k: int | None = None,
-                      on_stop=None) -> Run:
-    """Predict each path; `record(entry)` gets each `{"path", "outputs" | "error"}` as it
-    finishes. `on_stop()` is called at the first Ctrl-C."""
+async def predict_all(clients: list, model: str, paths: list[str], record, *,
+                      concurrency: int, version=None, timeout_s: float = 300.0,
+                      top_k: int | None = None, on_stop=None) -> Run:
+    """Predict each path, `concurrency` at a time, spread over `clients` (AsyncClients);
+    `record(entry)` gets each `{"path", "outputs" | "error"}` as it finishes. `on_stop()` is
+    called at the first Ctrl-C."""
     run, todo = Run(), iter(paths)
 
-    async def one_at_a_time():
+    async def one_at_a_time(client):
         for path in todo:
             if run.stopping:
                 return
@@ -45,7 +46,8 @@ async def predict_all(client, model: str, paths: list[str], record, *, concurren
             record(entry)
 
     loop = asyncio.get_running_loop()
-    workers = asyncio.gather(*(one_at_a_time() for _ in range(max(1, concurrency))))
+    workers = asyncio.gather(*(one_at_a_time(clients[i % len(clients)])
+                               for i in range(max(1, concurrency))))
 
     def interrupt():
         if run.stopping:
