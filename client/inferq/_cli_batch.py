@@ -4,7 +4,7 @@ import json
 import click
 from rich.table import Table
 
-from ._cli_base import FAILED, err, fail, out
+from ._cli_base import FAILED, INTERRUPTED, err, fail, out
 
 
 @click.group()
@@ -20,6 +20,17 @@ def _summary(b: dict) -> str:
         line += "; " + "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e)
                                  for e in b["errors"][:3])
     return line
+
+
+def _follow(client, batch_id: str):
+    """Wait for the batch with a progress display, then end as _ended says."""
+    try:
+        b = client.batches.wait(batch_id, progress=True)
+    except KeyboardInterrupt:
+        err.print()
+        fail(f"stopped waiting; batch {batch_id} goes on (inferq batch wait {batch_id})",
+             INTERRUPTED)
+    _ended(b)
 
 
 def _ended(b: dict):
@@ -50,7 +61,7 @@ def submit(settings, model, path, wait, model_version, metadata, webhook):
                                   webhook=webhook)
         click.echo(b["id"])
         if wait:
-            _ended(client.batches.wait(b["id"], progress=True))
+            _follow(client, b["id"])
 
 
 @batch.command("status")
@@ -70,7 +81,7 @@ def status(settings, batch_id, as_json):
 def wait(settings, batch_id):
     """Follow a batch until it ends (a progress bar from its counts)."""
     with settings.client() as client:
-        _ended(client.batches.wait(batch_id, progress=True))
+        _follow(client, batch_id)
 
 
 @batch.command("download")
