@@ -54,7 +54,7 @@ def check(response: httpx.Response):
             code, message = error.get("code"), error.get("message")
         elif isinstance(error, str):
             message = error
-    except ValueError:
+    except (ValueError, AttributeError):  # not JSON, or not an object
         pass
     if message is None:
         message = f"HTTP {response.status_code} {response.reason_phrase}: " \

@@ -1,6 +1,6 @@
-"""`inferq predict`'s engine: many images through one AsyncClient, `concurrency` at a time,
-each submitted with `Prefer: wait` over kept-alive connections. Ctrl-C stops submitting: the
-images in flight finish (a second Ctrl-C abandons them), what finished is kept."""
+"""`inferq predict`'s engine: many images, `concurrency` at a time, each submitted with
+`Prefer: wait` over a kept-open connection. Ctrl-C stops submitting: the images in flight
+finish (a second Ctrl-C abandons them), what finished is kept."""
 import asyncio
 import signal
 from dataclasses import dataclass
@@ -32,8 +32,9 @@ async def predict_all(clients: list, model: str, paths: list[str], record, *,
             entry = {"path": path}
             try:
                 outputs = await client.predict(model, path, version, timeout_s)
-                entry["outputs"] = outputs[:top_k] if top_k and isinstance(outputs, list) \
-                    else outputs
+                if top_k and isinstance(outputs, list):
+                    outputs = outputs[:top_k]
+                entry["outputs"] = outputs
             except InferqError as exc:
                 if is_fatal(exc):
                     run.fatal, run.stopping = exc, True
