@@ -49,11 +49,27 @@ extras="api,worker,webhooks,feeder,dev,cpu"
 command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,webhooks,feeder,dev,gpu"
 stamp="$VENV/.inferq-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+# The client and its `inferq` command (client/, a distribution of its own) are installed again
+# whenever one of its files changes.
+client_stamp="$VENV/.inferq-client-installed"
+client_want="$(find client -path client/build -prune -o -type f \( -name '*.py' -o -name pyproject.toml \) \
+  -print | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
+installed=""
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   mkdir -p "$log_dir" && : > "$log_dir/install.log"
   echo "install.sh: installing Python packages ($extras) into $VENV (minutes the first time; log: $log_dir/install.log)"
   pip install -q --upgrade pip
   pip install -q ".[$extras]"
   echo "$want" > "$stamp"
+  installed=1
+fi
+if [ "$(cat "$client_stamp" 2>/dev/null)" != "$client_want" ]; then
+  mkdir -p "$log_dir"
+  echo "install.sh: installing the client (the inferq command) into $VENV"
+  pip install -q ./client
+  echo "$client_want" > "$client_stamp"
+  installed=1
+fi
+if [ -n "$installed" ]; then
   echo "install.sh: done"
 fi

@@ -155,11 +155,13 @@ class Proc:
         self.log.close()
 
 
-def start_api(redis_url: str, capabilities: bool = True, **settings) -> tuple[Proc, str]:
-    """The API under gunicorn, with INFERQ_* `settings`. `capabilities=False`: without any
-    capability (setpriv), so that file permissions bind it as they bind any user, while the
-    interpreter (which may live under a home only its owner can enter) stays reachable."""
-    port = free_port()
+def start_api(redis_url: str, capabilities: bool = True, port: int | None = None,
+              **settings) -> tuple[Proc, str]:
+    """The API under gunicorn, with INFERQ_* `settings`, on `port` (default: a free one).
+    `capabilities=False`: without any capability (setpriv), so that file permissions bind it
+    as they bind any user, while the interpreter (which may live under a home only its owner
+    can enter) stays reachable."""
+    port = port or free_port()
     settings.setdefault("api_workers", 2)
     env = service_env(redis_url, api_port=port, **settings)
     drop = [] if capabilities else ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
@@ -298,6 +300,17 @@ class Stack:
         except BaseException:
             self.close()
             raise
+
+    def restart_api(self, kill: bool = False, **settings) -> Proc:
+        """Stop the API (SIGTERM, or with `kill` SIGKILL: requests in flight are cut) and start
+        it again on the same port, with the stack's settings updated by `settings`."""
+        if kill:
+            self.api.kill9()
+        self.api.stop()
+        port = int(self.base.rsplit(":", 1)[1])
+        api, _ = start_api(self.url, port=port, **{**self.settings, **settings})
+        self.procs[self.procs.index(self.api)] = self.api = api
+        return api
 
     def start_worker(self, models=None, wait_ready: bool = True, gpu=None, **settings) -> Proc:
         """Another worker (models None: every model in the repository), with the stack's

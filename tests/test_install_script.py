@@ -14,6 +14,7 @@ FAKE_PYTHON = """#!/bin/sh
 echo "Collecting flask"
 echo "  Building wheel for inferq-server (pyproject.toml) ... done"
 echo "[notice] A new release of pip is available"
+echo "pip was asked: $*"
 case "$*" in
   *"$FAIL_ON"*) echo "ERROR: No matching distribution found for tensorflow-cpu" >&2; exit 1;;
 esac
@@ -48,15 +49,31 @@ def test_install_says_one_line_and_then_nothing(tmp_path, venv):
     lines = first.stdout.splitlines()
     assert lines[0].startswith("install.sh: installing Python packages "
                                f"(api,worker,webhooks,feeder,dev,cpu) into {venv}")
-    assert lines[1:] == ["install.sh: done"]
-    assert "Building wheel" in (tmp_path / "run" / "install.log").read_text()
+    assert lines[1:] == [f"install.sh: installing the client (the inferq command) into {venv}",
+                         "install.sh: done"]
+    log = (tmp_path / "run" / "install.log").read_text()
+    assert "Building wheel" in log and "pip was asked: -m pip install -q ./client" in log
     again = install(tmp_path, venv)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+
+
+def test_a_changed_client_is_installed_again_alone(tmp_path, venv):
+    assert install(tmp_path, venv).returncode == 0
+    # What a change to a file under client/ does: the stamp no longer matches.
+    (venv / ".inferq-client-installed").write_text("an older client\n")
+    again = install(tmp_path, venv)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"install.sh: installing the client (the inferq command) into {venv}",
+        "install.sh: done"]
+    log = (tmp_path / "run" / "install.log").read_text()
+    assert log.count("pip install -q .[") == 1 and log.count("pip install -q ./client") == 2
 
 
 def test_a_failing_pip_shows_its_output(tmp_path, venv):
     done = install(tmp_path, venv, fail_on=".[api")
     assert done.returncode == 1
-    assert "install.sh: 'pip install -q .[api,worker,webhooks,feeder,dev,cpu]' failed" in done.stderr
+    assert ("install.sh: 'pip install -q .[api,worker,webhooks,feeder,dev,cpu]' failed"
+            in done.stderr)
     assert "  ERROR: No matching distribution found for tensorflow-cpu" in done.stderr
     assert not (venv / ".inferq-installed").exists()  # tried again next time
