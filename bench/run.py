@@ -24,6 +24,7 @@ from bench.loadgen import InProcess
 from jobs import keys
 from jobs.settings import load_settings
 from bench import batch as batch_run
+from bench import client as client_run
 from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
                           busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
                           pct, tiny_png)
@@ -536,6 +537,14 @@ def phase_batch(p, stack, redis_url, port, images, repo: Path) -> dict:
     return out
 
 
+def phase_cli(p, port, images) -> dict:
+    say(f"8. inferq predict: the command line over a folder of {p['batch_images']} photos, "
+        f"{p['clients']} in flight")
+    folder = client_run.build_folder(images, p["batch_images"])
+    wait_quiet(p["quiet_wait_s"], "the command-line run")
+    return client_run.run(port, p["model"], folder, p["batch_images"], p["clients"], say)
+
+
 def git_state() -> dict:
     def git(*args):
         r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -618,6 +627,7 @@ def main(argv=None) -> int:
         idle = phase_idle(p, stack, port, images, repo,
                           {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
         batch = phase_batch(p, stack, rserver.url, port, images, repo)
+        cli = phase_cli(p, port, images)
         stack.stop("worker")
         api_alone = phase_api(p, stack, rserver.proc.pid, api, port, small)
         api_alone["rss_mb_at_start"] = rss_start
@@ -638,7 +648,7 @@ def main(argv=None) -> int:
         stack.stop_all()
         return 1
 
-    out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone, batch, p))
+    out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone, batch, cli, p))
     out["duration_s"] = round(time.monotonic() - started)
     name = "quick" if a.quick else "latest"
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
