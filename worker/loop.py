@@ -242,12 +242,31 @@ class ModelLoop:
             item = self._batches.get()
             if item is None:
                 return
+            # Jobs that came while a batch of bulk inputs waited go first, as a batch of their
+            # own: read while the reader still waits for the slot, so it cannot take them into
+            # the batch after this one.
+            ahead = self._jobs_ahead(item[0])
             self._slot.release()
-            try:
-                self._run_batch(*item)
-            except Exception:  # unacked inputs are reclaimed and retried; keep serving
-                log.exception("model %s: a batch failed outside the model; its inputs will be "
-                              "retried after claim_idle_s", self.spec.name)
+            for batch in (ahead, item):
+                if batch and batch[0]:
+                    self._run_safely(batch)
+
+    def _jobs_ahead(self, batch: list):
+        """Jobs queued now, read and admitted, when `batch` holds only bulk inputs."""
+        if not batch or not all(e.bulk for e in batch) or self.stopping.is_set():
+            return None
+        try:
+            got = self.consumer.read(self.spec.max_batch_size)
+            return self._admit(got) if got else None
+        except redis_lib.RedisError:  # the reader meets it too, and waits for Redis
+            return None
+
+    def _run_safely(self, item):
+        try:
+            self._run_batch(*item)
+        except Exception:  # unacked inputs are reclaimed and retried; keep serving
+            log.exception("model %s: a batch failed outside the model; its inputs will be "
+                          "retried after claim_idle_s", self.spec.name)
 
     def _run_batch(self, entries, decoded):
         results, ready, images = [], [], []
