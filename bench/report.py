@@ -132,7 +132,7 @@ def table(out: dict) -> str:
         f"| 7 | bulk batch: a tar of {d['batch']['images']:,} photos through the batch API, "
         f"upload to completed | **{out['batch_img_s']:.1f} images/s** | "
         f"**{out['batch_ratio']:.2f}** of 1 (target >= 0.85) | {_yes(out, 'batch_ratio')} |",
-        f"| 7 | single jobs (submit, `Prefer: wait`) while the batch runs: p50 | "
+        f"| 7 | single jobs (submit, `Prefer: wait`) while the same batch runs again: p50 | "
         f"{_ms(out['batch_single_p50_ms'])} | {_ms(out['batch_single_p50_over_idle_ms'], '+')} "
         f"over run 3's idle p50 ({d['batch']['during_jobs']} jobs) | |",
         f"| 8 | `inferq predict` over a folder of {d['cli']['images']:,} photos, "
