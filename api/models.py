@@ -13,7 +13,12 @@ def list_models():
 
 @bp.get("/v1/models/<model>")
 def get_model(model):
-    state = current_app.extensions["inferq"].catalog.states().get(model)
+    catalog = current_app.extensions["inferq"].catalog
+    state = catalog.states().get(model)
+    if state is None and catalog.exists(model):
+        # Uploaded a moment ago, through another API process: this one's listing is older.
+        catalog.forget(model)
+        state = catalog.states().get(model)
     if state is None:
         raise ApiError(404, "unknown_model", f"no model named {model!r}")
     return jsonify(state)

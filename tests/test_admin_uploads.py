@@ -193,3 +193,16 @@ def test_a_full_repository_is_a_507_that_says_so(redis_url, tmp_path):
         assert sorted(p.name for p in repo.iterdir()) == ["shapes"]  # the partial upload is gone
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_model_uploaded_through_one_api_process_is_found_at_once_through_another(
+        redis_url, tmp_path):
+    first, repo = client_for(redis_url, tmp_path)
+    second = create_app({"redis_url": redis_url, "model_repository": str(repo),
+                         "model_admin": 1}).test_client()
+    assert second.get("/v1/models").status_code == 200  # its listing of the repository, now
+    resp = first.put("/v1/models/fresh/versions/1", data={
+        "model": (io.BytesIO(KERAS), "model.keras"), "config": CONFIG},
+        content_type="multipart/form-data")
+    assert resp.status_code == 201, resp.json
+    assert second.get("/v1/models/fresh").status_code == 200

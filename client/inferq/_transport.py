@@ -19,6 +19,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
 
+def _small(response: httpx.Response) -> bool:
+    """An answer read here, inside the retries: one of a known, small length (a job, an
+    error); a stream (a batch's results file) is left to the caller."""
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= 1024 * 1024
+
+
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date); None when
     absent or unreadable."""
@@ -91,9 +98,19 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             else:
                 delay = self._next(request, attempt, deadline, response)
                 if delay is None:
-                    return response
-                response.read()  # hands its connection back to the pool
-                response.close()
+                    if not _small(response):
+                        return response
+                    try:  # a body cut off (the server died mid-answer) is retried too
+                        response.read()
+                        return response
+                    except RETRY_ERRORS:
+                        response.close()
+                        delay = self._next(request, attempt, deadline)
+                        if delay is None:
+                            raise
+                else:
+                    response.read()  # hands its connection back to the pool
+                    response.close()
             self._sleep(delay)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -109,9 +126,19 @@ class RetryTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             else:
                 delay = self._next(request, attempt, deadline, response)
                 if delay is None:
-                    return response
-                await response.aread()
-                await response.aclose()
+                    if not _small(response):
+                        return response
+                    try:
+                        await response.aread()
+                        return response
+                    except RETRY_ERRORS:
+                        await response.aclose()
+                        delay = self._next(request, attempt, deadline)
+                        if delay is None:
+                            raise
+                else:
+                    await response.aread()
+                    await response.aclose()
             await self._async_sleep(delay)
 
     def close(self):
