@@ -1,5 +1,6 @@
 """Run 7: bulk batches. A tar of photos goes through the batch API, from the first byte of the
-upload to `completed`: its images/s, set against the model's in-process ceiling. Then the same
+upload to `completed`: its images/s, set against the model in-process just before and after
+it (bench.ceiling --serve, as run 2 does between its windows). Then the same
 tar again while one client submits single jobs one at a time: their latency during it, set
 against the idle latency of run 3. Two batches, because each single job costs a model run of
 its own, which the throughput figure should not carry."""
@@ -23,8 +24,12 @@ def build_tar(images: Path, n: int) -> Path:
     return path
 
 
-def run(base: str, model: str, tar: Path, n: int, images: Path, say) -> dict:
+def run(base: str, model: str, tar: Path, n: int, images: Path, say, ceiling) -> dict:
+    """`ceiling()`: the model's images/s in-process, measured just before and just after the
+    first batch, which is set against their mean."""
+    before = ceiling()
     seconds, upload_s = _batch(base, model, tar, n)
+    after = ceiling()
     photo = sorted(images.iterdir())[0].read_bytes()
     latencies, stop = [], threading.Event()
 
@@ -47,11 +52,14 @@ def run(base: str, model: str, tar: Path, n: int, images: Path, say) -> dict:
         prober.join(70)
     out = {"images": n, "tar_mb": round(tar.stat().st_size / 2 ** 20, 1),
            "upload_s": round(upload_s, 2), "total_s": round(seconds, 2), "img_s": n / seconds,
+           "ceiling_rounds": [round(before, 2), round(after, 2)],
+           "ceiling_img_s": (before + after) / 2,
            "during_jobs": len(latencies),
            "during_p50_ms": round(pct(latencies, 0.5), 2) if latencies else None,
            "during_p99_ms": round(pct(latencies, 0.99), 2) if latencies else None}
     say(f"   {out['img_s']:.1f} images/s upload to completed ({out['total_s']} s, the upload "
-        f"{out['upload_s']} s); single jobs during a second one: p50 {out['during_p50_ms']} ms "
+        f"{out['upload_s']} s); in-process before and after {out['ceiling_rounds']}: ratio "
+        f"{out['img_s'] / out['ceiling_img_s']:.3f}; single jobs during a second one: p50 {out['during_p50_ms']} ms "
         f"({out['during_jobs']} jobs)")
     return out
 

@@ -28,6 +28,7 @@ PROFILES = {
         "naive_warmup_s": 15, "naive_window_s": 20, "naive_windows": 3,
         "api_clients": 64, "api_warmup_s": 3, "api_window_s": 10, "api_windows": 3,
         "quiet_wait_s": 120, "retries": 4, "batch_images": 2000,
+        "cli_ref_warmup_s": 5, "cli_ref_window_s": 15,
     },
     "quick": {
         "model": "mobilenet_v2_035_96", "alpha": 0.35, "size": 96,
@@ -38,6 +39,7 @@ PROFILES = {
         "naive_warmup_s": 3, "naive_window_s": 3, "naive_windows": 1,
         "api_clients": 32, "api_warmup_s": 1, "api_window_s": 2, "api_windows": 1,
         "quiet_wait_s": 3, "retries": 1, "batch_images": 300,
+        "cli_ref_warmup_s": 2, "cli_ref_window_s": 3,
     },
 }
 MAX_BATCH_SIZE = 32

@@ -530,19 +530,38 @@ def phase_batch(p, stack, redis_url, port, images, repo: Path) -> dict:
     stack.proc("feeder", start_feeder(redis_url, batch_dir=str(WORK / "batches"),
                                       model_repository=str(repo)))
     tar = batch_run.build_tar(images, p["batch_images"])
+    server = InProcess(model_file(p, repo), p["size"], MAX_BATCH_SIZE)
+    stack.add("ceiling-server", server.close)
     wait_quiet(p["quiet_wait_s"], "the batch run")
     out = batch_run.run(f"http://127.0.0.1:{port}", p["model"], tar, p["batch_images"], images,
-                        say)
+                        say, lambda: server.batches(2 * p["ceiling_batches"]))
+    stack.stop("ceiling-server")
     stack.stop("feeder")
     return out
 
 
-def phase_cli(p, port, images) -> dict:
+def phase_cli(p, stack, port, images, roots: dict) -> dict:
+    """The command line, set against the load generator (run 2's clients) run just before and
+    just after it through the same stack."""
     say(f"8. inferq predict: the command line over a folder of {p['batch_images']} photos, "
-        f"{p['clients']} in flight")
+        f"{p['clients']} in flight; the load generator before and after it")
     folder = client_run.build_folder(images, p["batch_images"])
+
+    def loadgen_rate() -> float:
+        run = closed_loop(stack, "e2e", port, p["clients"], images, roots,
+                          p["cli_ref_warmup_s"], p["cli_ref_window_s"], 1, p["retries"],
+                          p["model"])
+        return run["rates"][0]
+
     wait_quiet(p["quiet_wait_s"], "the command-line run")
-    return client_run.run(port, p["model"], folder, p["batch_images"], p["clients"], say)
+    before = loadgen_rate()
+    out = client_run.run(port, p["model"], folder, p["batch_images"], p["clients"], say)
+    after = loadgen_rate()
+    out["loadgen_img_s_each"] = [round(before, 2), round(after, 2)]
+    out["loadgen_img_s"] = (before + after) / 2
+    say(f"   load generator before and after: {out['loadgen_img_s_each']} images/s; ratio "
+        f"{out['img_s'] / out['loadgen_img_s']:.3f}")
+    return out
 
 
 def git_state() -> dict:
@@ -627,7 +646,8 @@ def main(argv=None) -> int:
         idle = phase_idle(p, stack, port, images, repo,
                           {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
         batch = phase_batch(p, stack, rserver.url, port, images, repo)
-        cli = phase_cli(p, port, images)
+        cli = phase_cli(p, stack, port, images,
+                        {"worker": worker.pid, "api": api.pid, "redis": rserver.proc.pid})
         stack.stop("worker")
         api_alone = phase_api(p, stack, rserver.proc.pid, api, port, small)
         api_alone["rss_mb_at_start"] = rss_start

@@ -5,6 +5,7 @@ import asyncio
 import signal
 from dataclasses import dataclass
 
+from . import _calls
 from .errors import InferqError, is_fatal
 
 
@@ -31,7 +32,8 @@ async def predict_all(clients: list, model: str, paths: list[str], record, *,
                 return
             entry = {"path": path}
             try:
-                outputs = await client.predict(model, path, version, timeout_s)
+                outputs = await client._run(_calls.predict(model, path, version, timeout_s,
+                                                           wait_on_submit=False))
                 if top_k and isinstance(outputs, list):
                     outputs = outputs[:top_k]
                 entry["outputs"] = outputs
