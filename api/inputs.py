@@ -91,6 +91,10 @@ def _check_count(settings, inputs):
     if len(inputs) > settings.max_inputs_per_job:
         raise ApiError(400, "too_many_inputs", f"{len(inputs)} inputs in one job; the limit is "
                        f"{settings.max_inputs_per_job} (INFERQ_MAX_INPUTS_PER_JOB)")
+    if len(inputs) > settings.max_backlog:  # a 503 would ask the client to wait forever
+        raise ApiError(400, "too_many_inputs", f"{len(inputs)} inputs in one job, more than "
+                       f"a model's whole backlog ({settings.max_backlog}, INFERQ_MAX_BACKLOG): "
+                       "it could never be queued; send fewer at a time")
 
 
 def _options(body: dict) -> dict:

@@ -6,6 +6,7 @@ from pathlib import Path
 import requests
 
 from demo.shapes import random_examples
+from stack.processes import wait_for
 
 KEY = "iq_client_tests_key_0001"
 STACK = {"models": ["shapes"], "feeder": True, "api_keys": f"{KEY}=clients"}
@@ -35,6 +36,14 @@ def counter(stack, name: str, **labels) -> float:
 
 def jobs_made(stack) -> float:
     return counter(stack, "inferq_jobs_submitted_total", model="shapes")
+
+
+def inputs_run(stack) -> float:
+    """Inputs of `shapes` the workers have run, once nothing of it is queued: an input sent
+    twice (a retried submit that made a second job) would be run twice."""
+    wait_for(lambda: counter(stack, "inferq_backlog_inputs", model="shapes") == 0, 120,
+             "the backlog of shapes to drain")
+    return counter(stack, "inferq_inputs_total", model="shapes")
 
 
 def cli_env(stack, key: str | None = KEY) -> dict:

@@ -179,6 +179,16 @@ def test_full_backlog_answers_503_with_retry_after(client, r):
     assert r.xlen(keys.stream("shapes", 1)) == 4
 
 
+def test_a_job_larger_than_the_whole_backlog_is_400_not_a_503_to_wait_out(redis_url, repo, r):
+    client = create_app({"redis_url": redis_url, "model_repository": str(repo),
+                         "max_backlog": 2}).test_client()
+    resp = submit_files(client, *[("a.png", png_bytes())] * 3)
+    assert resp.status_code == 400
+    error = resp.get_json()["error"]
+    assert error["code"] == "too_many_inputs" and "INFERQ_MAX_BACKLOG" in error["message"]
+    assert_nothing_enqueued(r)
+
+
 def test_models_and_readiness_without_workers(client):
     models = client.get("/v1/models").get_json()["models"]
     assert models == [{"name": "shapes", "state": "unavailable", "default_version": None,

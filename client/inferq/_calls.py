@@ -114,16 +114,22 @@ def cancel_job(job_id: str):
         return (yield from get_job(job_id))
 
 
-def predict(model: str, image, version=None, timeout_s: float = 300.0, wait_on_submit=True):
-    """One input's result: submitted with `Prefer: wait`, then long-polled. Without
-    `wait_on_submit` the submit returns at once: with many images in flight, a `Prefer: wait`
-    holds one of the API's threads from the start, and the images beyond its threads would
-    wait outside the queue while the worker runs part-empty batches."""
+def predict(model: str, image, version=None, timeout_s: float = 300.0):
+    """One input's result: submitted with `Prefer: wait`, then long-polled."""
     deadline = time.monotonic() + timeout_s
-    wait_s = min(timeout_s, LONG_POLL_S) if wait_on_submit else None
-    job = yield from submit(model, [image], version, wait_s=wait_s)
+    job = yield from submit(model, [image], version, wait_s=min(timeout_s, LONG_POLL_S))
     job = yield from wait_job(job, deadline=deadline)
     return result(job, 0)
+
+
+def run_job(model: str, inputs: list, version=None, timeout_s: float = 300.0):
+    """A job of `inputs`, submitted without waiting, then long-polled until it ends: the job.
+    For many images in flight: a `Prefer: wait` holds one of the API's threads from the
+    submit, so the images beyond its threads would wait outside the queue while the worker
+    ran part-empty batches."""
+    deadline = time.monotonic() + timeout_s
+    job = yield from submit(model, inputs, version)
+    return (yield from wait_job(job, deadline=deadline))
 
 
 def result(job: dict, index: int):
