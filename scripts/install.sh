@@ -45,8 +45,8 @@ pip() {
 }
 
 # The CUDA build of TensorFlow where an NVIDIA driver is present, the CPU build elsewhere.
-extras="api,worker,webhooks,feeder,dev,cpu"
-command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,webhooks,feeder,dev,gpu"
+extras="api,worker,webhooks,feeder,monitoring,dev,cpu"
+command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && extras="api,worker,webhooks,feeder,monitoring,dev,gpu"
 stamp="$VENV/.inferq-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 # The client and its `inferq` command (client/, a distribution of its own) are installed again

@@ -48,7 +48,7 @@ def test_install_says_one_line_and_then_nothing(tmp_path, venv):
     assert first.stderr == ""
     lines = first.stdout.splitlines()
     assert lines[0].startswith("install.sh: installing Python packages "
-                               f"(api,worker,webhooks,feeder,dev,cpu) into {venv}")
+                               f"(api,worker,webhooks,feeder,monitoring,dev,cpu) into {venv}")
     assert lines[1:] == [f"install.sh: installing the client (the inferq command) into {venv}",
                          "install.sh: done"]
     log = (tmp_path / "run" / "install.log").read_text()
@@ -73,7 +73,7 @@ def test_a_changed_client_is_installed_again_alone(tmp_path, venv):
 def test_a_failing_pip_shows_its_output(tmp_path, venv):
     done = install(tmp_path, venv, fail_on=".[api")
     assert done.returncode == 1
-    assert ("install.sh: 'pip install -q .[api,worker,webhooks,feeder,dev,cpu]' failed"
+    assert ("install.sh: 'pip install -q .[api,worker,webhooks,feeder,monitoring,dev,cpu]' failed"
             in done.stderr)
     assert "  ERROR: No matching distribution found for tensorflow-cpu" in done.stderr
     assert not (venv / ".inferq-installed").exists()  # tried again next time
