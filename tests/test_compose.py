@@ -415,3 +415,53 @@ def test_the_api_and_the_feeder_share_the_batch_store(compose, services):
         text = dockerfile(services[name]).read_text()
         assert "chown 10001:10001 /batches" in text, name
     assert "profiles" not in services["feeder"]  # it starts with `docker compose up`
+
+
+def test_flower_is_opt_in_behind_a_login_and_on_localhost(services):
+    """`docker compose --profile monitoring up` adds Flower on the workers' broker; plain `up`
+    does not start it, and nothing in the file requires its variable (Compose checks required
+    variables of every service, whatever the profile). Its login has no default: the start
+    script refuses to start without one (tests/test_flower.py)."""
+    flower = services["flower"]
+    assert flower["profiles"] == ["monitoring"]
+    assert env(flower)["INFERQ_REDIS_URL"] == services["webhooks"]["environment"][
+        "INFERQ_REDIS_URL"] == env(services["worker-cpu"])["INFERQ_REDIS_URL"]
+    auth = env(flower)["FLOWER_BASIC_AUTH"]
+    assert interpolate(auth, {}) == ""
+    assert interpolate(auth, {"FLOWER_BASIC_AUTH": "ops:pw"}) == "ops:pw"
+    assert not re.search(r"\$\{FLOWER_BASIC_AUTH:?\?",
+                         (ROOT / "docker-compose.yml").read_text())
+    assert "FLOWER_BASIC_AUTH" not in dotenv(ROOT / ".env.example")  # no password to copy
+    # Published on the host's loopback only, unless told otherwise.
+    [port] = flower["ports"]
+    assert interpolate(port, {}) == "127.0.0.1:5555:5555"
+    assert interpolate(port, {"INFERQ_FLOWER_PUBLISH": "0.0.0.0:5556"}) == "0.0.0.0:5556:5555"
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "http://localhost:5555/healthcheck" in " ".join(args(flower["healthcheck"]["test"]))
+    assert flower["restart"] == "unless-stopped"
+
+
+def test_flower_image_runs_the_refusing_script_with_only_the_monitoring_extra(services):
+    flower = services["flower"]
+    path = dockerfile(flower)
+    keywords = instructions(path)
+    # The command runs the script the image copies in.
+    copied = dict(rest.split() for k, rest in keywords if k == "COPY")
+    assert args(flower["command"]) == ["sh", "/app/flower.sh"]
+    assert copied["docker/flower.sh"] == "./flower.sh"
+    assert any(k == "WORKDIR" and rest == "/app" for k, rest in keywords)
+    assert json.loads([rest for k, rest in keywords if k == "CMD"][-1]) == args(flower["command"])
+    # Only the extra's packages: no project install, no TensorFlow, NumPy or inferq code.
+    run = " ".join(rest for k, rest in keywords if k == "RUN")
+    assert "['optional-dependencies']['monitoring']" in run
+    assert [p.split() for p in pip_installs(path)] == [
+        ["pip", "install", "--no-cache-dir", "-r", "monitoring.txt"]]
+    assert set(copied) == {"pyproject.toml", "docker/flower.sh"}
+    assert '! python -c "import numpy"' in run
+    import tomllib
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["monitoring"]
+    assert any(req.startswith("flower>=2,<3") for req in extra)
+    assert any(req.startswith("celery[redis]") for req in extra)  # the Redis transport
+    users = [rest for k, rest in keywords if k == "USER"]
+    assert users[-1] == "10001:10001"
