@@ -48,6 +48,7 @@ STACK_COMMANDS = {
     "celery -A webhooks.app worker": "stack.processes.start_webhook_worker runs it "
                                      "(tests/test_webhooks.py)",
     "gunicorn": "stack.processes.start_api runs it (tests/test_e2e.py)",
+    "sh docker/flower.sh": "tests/test_flower.py runs it against a stack",
 }
 SERVED_MODELS = ["shapes", "games"]  # what the examples send jobs to
 BLOCK_TIMEOUT_S = 600  # for all of one file's blocks
