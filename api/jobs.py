@@ -1,5 +1,5 @@
-"""/v1/models/<model>/jobs (submit), /v1/jobs/<id> (get, long-poll), .../cancel and
-.../deliveries."""
+"""/v1/models/<model>/jobs (submit), /v1/jobs (the caller's recent jobs), /v1/jobs/<id> (get,
+long-poll), .../cancel and .../deliveries."""
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
@@ -8,10 +8,11 @@ from api import auth
 from api.errors import ApiError
 from api.inputs import read_request
 from api.options import idempotency, prefer_wait, webhook_fields
-from api.schemas import JobQuery, validate
+from api.schemas import JobListQuery, JobQuery, validate
+from jobs import job_list
 from jobs.deliveries import Deliveries
 from jobs.producer import BacklogFull, IdempotencyConflict, NoVersion
-from jobs.record import FINAL, is_job_id, job_json
+from jobs.record import FINAL, iso, is_job_id, job_json
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("inferq.api")
@@ -70,6 +71,31 @@ def _submit(model: str, version: int | None):
     headers["Location"] = body["urls"]["get"]
     finished = record["status"] in FINAL and (wait_s is not None or replayed)
     return jsonify(body), 200 if finished else 202, headers
+
+
+@bp.get("/v1/jobs")
+def list_jobs():
+    ctx = current_app.extensions["inferq"]
+    query = validate(JobListQuery, request.args.to_dict(), {
+        "limit": ("invalid_limit", "limit must be a whole number from 1 to 100"),
+        "after": ("invalid_after", "after must be the `next` cursor of a previous page")},
+        strict=False)
+    try:
+        records, cursor = job_list.page(ctx.redis, auth.tenant(), query.limit,
+                                        query.after or None)
+    except job_list.BadCursor:
+        raise ApiError(400, "invalid_after", f"after={query.after!r} is not a cursor this API "
+                       "gave (a page's `next`); list again without it") from None
+    return jsonify({"jobs": [_summary(r) for r in records], "next": cursor})
+
+
+def _summary(record: dict) -> dict:
+    """A job in a list: what it is and how it stands, without its outputs."""
+    return {"id": record["id"], "model": record.get("model"),
+            "version": record.get("version") or None, "status": record.get("status"),
+            "created_at": iso(record.get("created_at")),
+            "finished_at": iso(record.get("completed_at")),
+            "inputs": int(record.get("n_inputs") or 0), "url": f"/v1/jobs/{record['id']}"}
 
 
 @bp.get("/v1/jobs/<job_id>")

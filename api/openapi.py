@@ -93,7 +93,8 @@ PATH_PARAMS = {
 ERRORS = {
     400: "Invalid request; `error.code` says what is wrong",
     401: "No API key, or an unknown one (`Authorization: Bearer <key>`)",
-    403: "Model administration needs an admin key (or, with no keys set, INFERQ_MODEL_ADMIN=1)",
+    403: "Needs an admin key: model administration (with no keys set, INFERQ_MODEL_ADMIN=1) "
+         "and the worker list",
     404: "Unknown model, version, job or batch (or the job's result expired)",
     409: "Conflicts with the current state",
     413: "Body over INFERQ_MAX_BODY_BYTES, an image over INFERQ_MAX_IMAGE_PIXELS, or a batch "
@@ -160,6 +161,10 @@ NDJSON = "application/x-ndjson"
 OPERATIONS: dict[str, Op] = {
     "jobs.submit": SUBMIT,
     "jobs.submit_to_version": SUBMIT,
+    "jobs.list_jobs": Op(
+        "Your recent jobs, newest first", description="A page of `limit` jobs; pass its "
+        "`next` as `after` for the next page. Jobs whose result expired are left out.",
+        query=s.JobListQuery, responses={200: ok(s.JobList), **errors(400, 503)}),
     "jobs.get": Op("Get a job (long-poll with ?wait=N)", query=s.JobQuery,
                    responses={200: ok(s.Job), **errors(400, 404, 503)}),
     "jobs.cancel": Op("Cancel a queued or running job", {
@@ -213,6 +218,14 @@ OPERATIONS: dict[str, Op] = {
     "admin.remove_model": Op("Unload and remove a model (admin key)", {
         202: ok(s.ModelChange, "Removed; workers unload it"),
         **errors(400, 403, 404, 503, 507)}),
+    "stats.stats": Op(
+        "Live figures per model version over the last minute", description="Backlog and "
+        "workers now; jobs and inputs finished per second, and the submit-to-finish p50 and "
+        "p99 of the jobs finished, over the last `window_s` seconds.",
+        responses={200: ok(s.Stats), **errors(503)}),
+    "workers.list_workers": Op(
+        "Live workers, what they serve, their batches over the last minute (admin key)",
+        {200: ok(s.Workers), **errors(403, 503)}),
     "health.healthz": Op("The API process is up", {200: ok(s.Health)}),
     "metrics.metrics": Op("Counters and gauges for Prometheus", {
         200: Resp("The Prometheus text format, version 0.0.4",

@@ -31,6 +31,7 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
+VersionStateName = Literal["available", "loading", "unloading", "unavailable"]
 Event = Annotated[Literal[WEBHOOK_EVENTS], BeforeValidator(_strip)]
 
 
@@ -97,6 +98,12 @@ class JobQuery(BaseModel):
     wait: float = Field(0, ge=0, allow_inf_nan=False, description=(
         "Long-poll: answer as soon as the job ends, or after this many seconds (capped by "
         "INFERQ_MAX_LONG_POLL_S)"))
+
+
+class JobListQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=100, description="How many jobs to answer")
+    after: str | None = Field(None, max_length=256, description=(
+        "The `next` cursor of the previous page"))
 
 
 class BatchOptions(BaseModel):
@@ -210,6 +217,64 @@ class Job(BaseModel):
     urls: JobUrls
 
 
+class JobSummary(BaseModel):
+    """A job in a list: no outputs (GET its url for them)."""
+    id: str
+    model: str
+    version: str | None
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    created_at: datetime | None
+    finished_at: datetime | None = Field(description="null until the job ends")
+    inputs: int = Field(description="How many inputs the job has")
+    url: str = Field(description="The job's path, /v1/jobs/{id}")
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary] = Field(description="Newest first; jobs whose result expired are "
+                                   "gone")
+    next: str | None = Field(description="Pass as `after` for the next page; null on the "
+                             "last page")
+
+
+class VersionStats(BaseModel):
+    model: str
+    version: int
+    backlog: int = Field(description="Inputs queued or being run")
+    workers: int = Field(description="Live workers serving or loading the version")
+    jobs_per_s: float = Field(description="Jobs finished per second over the window")
+    inputs_per_s: float = Field(description="Inputs finished per second over the window "
+                                "(bulk batch inputs too)")
+    p50_ms: float | None = Field(description="Median submit-to-finish time of the jobs "
+                                 "finished in the window (within 9%); null when none")
+    p99_ms: float | None = Field(description="99th percentile of the same; null when none")
+
+
+class Stats(BaseModel):
+    window_s: int = Field(description="The seconds the figures cover (the last minute)")
+    models: list[VersionStats]
+
+
+class WorkerModel(BaseModel):
+    model: str
+    version: int
+    state: VersionStateName
+
+
+class Worker(BaseModel):
+    name: str
+    host: str
+    gpu: str | None
+    models: list[WorkerModel]
+    heartbeat_age_s: float = Field(description="Seconds since its last heartbeat")
+    batches_per_s: float = Field(description="Model runs per second over the last minute")
+    mean_batch_size: float | None = Field(description="Inputs per model run over the last "
+                                          "minute; null when it ran none")
+
+
+class Workers(BaseModel):
+    workers: list[Worker]
+
+
 class Attempt(BaseModel):
     at: datetime | None
     duration_ms: float
@@ -288,9 +353,6 @@ class BatchList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
-
-
-VersionStateName = Literal["available", "loading", "unloading", "unavailable"]
 
 
 class ModelVersion(BaseModel):

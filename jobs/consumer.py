@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from jobs import keys, scripts
+from jobs import keys, live, scripts
 from jobs.deliveries import delivery_ttl_s
 from jobs.record import webhook_id
 
@@ -66,8 +66,10 @@ class InputResult:
 
 
 class Consumer:
-    def __init__(self, redis, result_ttl_s: int, webhook_max_age_s: float):
-        self.redis = redis
+    def __init__(self, redis, result_ttl_s: int, webhook_max_age_s: float, worker: str = ""):
+        """`worker`: the worker's name, under which its batches are counted (GET /v1/workers);
+        "" counts none."""
+        self.redis, self.worker = redis, worker
         self.result_ttl_s = result_ttl_s
         self.delivery_ttl_s = delivery_ttl_s(result_ttl_s, webhook_max_age_s)
         self._start = scripts.register(redis, "schedule_webhook", "start")
@@ -107,9 +109,11 @@ class Consumer:
         GET /metrics). Returns the ids of jobs that this call finished."""
         if not results:
             return []
-        script_keys = [keys.webhooks_due(), keys.stream(model, version), keys.stats()]
-        args = [repr(time.time()), self.result_ttl_s, self.delivery_ttl_s, keys.GROUP,
-                f"{model}|{version}", batch, RECORD_IN_MESSAGE_MAX]
+        now = time.time()
+        script_keys = [keys.webhooks_due(), keys.stream(model, version), keys.stats(),
+                       keys.live_slot(live.slot_of(now))]
+        args = [repr(now), self.result_ttl_s, self.delivery_ttl_s, keys.GROUP,
+                f"{model}|{version}", batch, RECORD_IN_MESSAGE_MAX, self.worker, live.SLOT_TTL_S]
         dumps = _result_encoder()
         for res in results:
             job_id = res.job_id
@@ -150,8 +154,9 @@ class Consumer:
         counted it). Returns how many lines were kept."""
         if not results:
             return 0
-        script_keys = [keys.bulk_stream(model, version), keys.stats()]
-        args = [keys.GROUP, f"{model}|{version}", batch]
+        script_keys = [keys.bulk_stream(model, version), keys.stats(),
+                       keys.live_slot(live.slot_of(time.time()))]
+        args = [keys.GROUP, f"{model}|{version}", batch, self.worker, live.SLOT_TTL_S]
         for res in results:
             script_keys += [keys.batch(res.batch_id), keys.batch_results(res.batch_id),
                             keys.batch_input(res.batch_id, res.idx)]

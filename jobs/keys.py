@@ -72,6 +72,19 @@ def webhooks_due() -> str:
     return f"{PREFIX}webhooks:due"
 
 
+def tenant_jobs(tenant: str) -> str:
+    """Sorted set: a tenant's job ids by creation time (GET /v1/jobs lists from it; the open
+    API's tenant is ""). Trimmed on each enqueue to the newest and the unexpired."""
+    return f"{PREFIX}tenant:{tenant}:jobs"
+
+
+def live_slot(slot: int) -> str:
+    """Hash (expires): what finished in one 10-second slot (`slot` = seconds since the epoch
+    // 10): jobs, inputs and latency buckets per model version, batches per worker. GET
+    /v1/stats and /v1/workers sum the last six (jobs/live.py)."""
+    return f"{PREFIX}live:{slot}"
+
+
 def stats() -> str:
     """Hash: the counters GET /metrics reports, kept by the scripts that change jobs:
     `<counter>|<label>|...` -> count, since this Redis's data began."""

@@ -8,6 +8,8 @@ from jobs.deliveries import delivery_ttl_s
 from jobs.record import FINAL, QUEUED, new_job_id, published_record, webhook_id
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+# The most jobs a tenant's list (GET /v1/jobs) keeps; older ones drop off as new ones come.
+TENANT_JOBS_MAX = 10_000
 
 
 class BacklogFull(Exception):
@@ -54,13 +56,14 @@ class Producer:
         job_id, now = new_job_id(), time.time()
         fields = fields or {}
         input_keys = [keys.job_input(job_id, i) for i in range(len(inputs))]
-        job_keys = [keys.job(job_id), keys.routing(model), keys.stats(), *input_keys]
+        job_keys = [keys.job(job_id), keys.routing(model), keys.stats(),
+                    keys.tenant_jobs(fields.get("tenant", "")), *input_keys]
         if idempotency:
             job_keys.append(keys.idempotency(idempotency[0]))
         digest = idempotency[1] if idempotency else ""
         args = [job_id, model, version, repr(now), self.max_backlog, self.result_ttl_s,
                 len(inputs), digest, IDEMPOTENCY_TTL_S, fallback_version,
-                keys.stream(model, ""), len(fields)]
+                keys.stream(model, ""), TENANT_JOBS_MAX, len(fields)]
         for name, value in fields.items():
             args += [name, value]
 

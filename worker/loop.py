@@ -61,7 +61,10 @@ class ModelLoop:
     def __init__(self, predictor, redis, consumer_name: str, settings, decode_pool):
         self.predictor, self.spec, self.settings = predictor, predictor.spec, settings
         self.consumer = StreamConsumer(redis, self.spec.name, self.spec.version, consumer_name)
-        self.store = Consumer(redis, settings.result_ttl_s, settings.webhook_max_age_s)
+        # The consumer name is "<worker name>/<model version>" (worker/service.py): batches are
+        # counted per worker, whichever of its versions ran them.
+        self.store = Consumer(redis, settings.result_ttl_s, settings.webhook_max_age_s,
+                              worker=consumer_name.partition("/")[0])
         self.decode_pool = decode_pool
         self.stopping = threading.Event()
         self.draining = threading.Event()  # read until the stream is empty, then stop
