@@ -51,6 +51,7 @@ async function signIn(event) {
   } catch (err) {
     const why = err instanceof ApiError && err.status === 401
       ? `That key was refused: ${err.message}.` : `Could not sign in: ${err.message}`;
+    $("key").value = "";
     showSignIn(why);
     return;
   }
