@@ -1,11 +1,13 @@
 """The web console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 driven by Selenium) against a real stack: Redis, the API under gunicorn with keys, a worker
-serving `shapes` and the batch feeder. One browser and one stack for the module. Every test
+serving `shapes` and `games` (a tensor model), and the batch feeder. One browser and one stack for the module. Every test
 reads the browser's console log: an entry at SEVERE level fails it, unless the test expects
 that very request to be refused.
 
 The run writes docs/console-try.png and docs/console-models.png (shown in README.md)."""
+import base64
 import io
+import json
 import os
 import re
 import tarfile
@@ -32,7 +34,7 @@ DESKTOP = (1280, 900)
 
 @pytest.fixture(scope="module")
 def stack(module_stack_factory):
-    return module_stack_factory(models=["shapes"], feeder=True,
+    return module_stack_factory(models=["shapes", "games"], feeder=True,
                                 api_keys=f"{USER_KEY}=alpha", admin_keys=f"{ADMIN_KEY}=ops")
 
 
@@ -178,6 +180,23 @@ def test_an_example_button_fills_the_image(console):
     assert console.text(".bars li:first-child .label", r"\w") == "square"
 
 
+def test_a_tensor_model_gets_a_json_box_from_its_signature(console):
+    console.sign_in()
+    console.shown("#nav")
+    Select(console.shown("#try-model")).select_by_value("games@1")
+    box = console.shown("#try-tensor")
+    assert not console.find("#try-drop").is_displayed()
+    assert json.loads(box.get_attribute("value")) == {"instances": [[0] * 10]}
+    box.clear()
+    box.send_keys(json.dumps({"instances": [[1, 0, 1, 0, 1, 0, 1, 0, 1, 0]]}))
+    console.find("#try-run").click()
+    assert console.text("#try-result pre.json", r"\d")
+    assert re.fullmatch(r"\d+\.\d ms", console.find("#try-predict").text)
+    curl = console.find("#try-curl").get_attribute("value")
+    assert "-H 'Content-Type: application/json' -d '{\"instances\"" in curl
+    assert curl.endswith("/v1/models/games/versions/1/jobs")
+
+
 def test_a_wrong_key_is_refused_with_a_message(console):
     console.allowed.append(r"v1/models - Failed to load resource: .* 401")
     console.sign_in("not-a-key-0123456789abcdef")
@@ -253,6 +272,29 @@ def test_the_batches_page_follows_a_batch_to_its_end(console, stack):
     # An ended batch offers its files, and no cancel.
     buttons = [b.text for b in console.driver.find_elements(By.CSS_SELECTOR, f"{row} button")]
     assert buttons == ["Results", "Errors"]
+
+
+def test_a_running_batch_can_be_cancelled_from_its_row(console, stack):
+    # shapes-sm is in the repository but no worker serves it: its batch waits until cancelled.
+    resp = requests.post(f"{stack.base}/v1/models/shapes-sm/batches", timeout=30,
+                         data=b'{"custom_id": "a", "b64": "%s"}\n' % base64.b64encode(
+                             png_bytes()),
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}",
+                                  "Content-Type": "application/jsonl"})
+    assert resp.status_code == 202, resp.text
+    batch = resp.json()["id"]
+    console.sign_in()
+    console.shown("#nav")
+    console.go("batches")
+    row = f"#batches tr[data-batch='{batch}']"
+    console.wait(lambda d: d.find_elements(By.XPATH, f"//tr[@data-batch='{batch}']"
+                                           "//button[text()='Cancel']"), "a Cancel button")
+    console.driver.find_element(
+        By.XPATH, f"//tr[@data-batch='{batch}']//button[text()='Cancel']").click()
+    assert console.text(f"{row} .status", "^cancell")
+    status = requests.get(f"{stack.base}/v1/batches/{batch}", timeout=10,
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["status"]
+    assert status in ("cancelling", "cancelled")
 
 
 def test_workers_are_shown_to_an_admin_only(console, stack):
