@@ -1,7 +1,7 @@
 """API keys and tenants. With INFERQ_API_KEYS or INFERQ_ADMIN_KEYS set, every endpoint except
 health, `/`, `/v1`, the console's files (and, by default, the API docs) needs
-`Authorization: Bearer <key>`; the key names the tenant that owns the jobs it makes. With no keys set the API is open (local
-development)."""
+`Authorization: Bearer <key>`; the key names the tenant that owns the jobs it makes. With no
+keys set the API is open (local development)."""
 import hashlib
 import logging
 import os

@@ -1,8 +1,8 @@
 """The web console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 driven by Selenium) against a real stack: Redis, the API under gunicorn with keys, a worker
-serving `shapes` and `games` (a tensor model), and the batch feeder. One browser and one stack for the module. Every test
-reads the browser's console log: an entry at SEVERE level fails it, unless the test expects
-that very request to be refused.
+serving `shapes` and `games` (a tensor model), and the batch feeder. One browser and one stack
+for the module. Every test reads the browser's console log: an entry at SEVERE level fails it,
+unless the test expects that very request to be refused.
 
 The run writes docs/console-try.png and docs/console-models.png (shown in README.md)."""
 import base64
