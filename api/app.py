@@ -7,8 +7,8 @@ from flask.json.provider import DefaultJSONProvider
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from api import admin, auth, batches, errors, health, index, jobs, kserve, limits, metrics
-from api import models, stats, tfserving, workers
+from api import admin, auth, batches, console, errors, health, index, jobs, kserve, limits
+from api import metrics, models, stats, tfserving, workers
 from api import openapi
 from api.catalog import Catalog
 from api.logs import setup_logging
@@ -74,8 +74,8 @@ def create_app(config: dict | None = None) -> Flask:
     # Authentication runs before the rate limiter, which counts per tenant.
     app.before_request(auth.authenticate)
     limits.install(app, settings)
-    for module in (index, jobs, batches, models, admin, health, metrics, stats, workers,
-                   tfserving, kserve):
+    for module in (index, console, jobs, batches, models, admin, health, metrics, stats,
+                   workers, tfserving, kserve):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.bp)
     return app

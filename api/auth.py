@@ -1,7 +1,7 @@
 """API keys and tenants. With INFERQ_API_KEYS or INFERQ_ADMIN_KEYS set, every endpoint except
-health, `/` (and, by default, the API docs) needs `Authorization: Bearer <key>`; the key
-names the tenant that owns the jobs it makes. With no keys set the API is open (local
-development)."""
+health, `/`, `/v1`, the console's files (and, by default, the API docs) needs
+`Authorization: Bearer <key>`; the key names the tenant that owns the jobs it makes. With no
+keys set the API is open (local development)."""
 import hashlib
 import logging
 import os
@@ -25,9 +25,11 @@ MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 BEARER = "`Authorization: Bearer <key>`"
 RELOAD_CHECK_S = 2.0  # how often a key file is looked at for changes
 # Endpoints any caller may reach: liveness and readiness probes carry no tenant data, nor do
-# the index and the icon; the docs are open unless INFERQ_PUBLIC_DOCS=0.
+# the index and the icon, nor do the console's files (its page asks for a key and sends it
+# from the browser); the docs are open unless INFERQ_PUBLIC_DOCS=0.
 HEALTH = {"health.healthz", "health.readyz", "kserve.live", "kserve.ready"}
-PUBLIC = HEALTH | {"index.index", "index.favicon"}
+CONSOLE = {"console.page", "console.asset", "console.examples", "console.example"}
+PUBLIC = HEALTH | CONSOLE | {"index.index", "index.v1", "index.favicon"}
 DOCS = {"openapi.document", "openapi.docs", "openapi.docs_asset"}
 
 

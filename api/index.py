@@ -1,7 +1,7 @@
-"""GET /: a short JSON index of the API, for whoever opens the server's address (a console may
-take this place later). GET /favicon.ico: 204, so a browser's request for an icon gets neither
-a 404 nor a 401. Neither needs a key."""
-from flask import Blueprint, current_app, jsonify
+"""GET /: to the console. GET /v1: a short JSON index of the API, for scripts that open the
+server's address. GET /favicon.ico: 204, so a browser's request for an icon gets neither a 404
+nor a 401. None needs a key."""
+from flask import Blueprint, current_app, jsonify, redirect
 
 from api.auth import BEARER
 
@@ -10,12 +10,19 @@ bp = Blueprint("index", __name__)
 
 @bp.get("/")
 def index():
+    # Relative, so the redirect holds behind a proxy or a path prefix.
+    return redirect("console", 302)
+
+
+@bp.get("/v1")
+def v1():
     ctx = current_app.extensions["inferq"]
     body = {"name": "inferq", "description": "Queue-backed inference for Keras/TensorFlow "
-            "models", "links": {"openapi": "/openapi.json", "docs": "/docs",
-                                "models": "/v1/models", "health": "/healthz"}}
+            "models", "links": {"console": "/console", "openapi": "/openapi.json",
+                                "docs": "/docs", "models": "/v1/models", "health": "/healthz"}}
     if ctx.keyring.enabled:
-        needless = "/, health and the docs" if ctx.settings.public_docs else "/ and health"
+        needless = ("/, /v1, the console's files, health and the docs" if ctx.settings.public_docs
+                    else "/, /v1, the console's files and health")
         body["authentication"] = f"send {BEARER} (every endpoint but {needless} needs it)"
     return jsonify(body)
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import auth
+from api.console import EXAMPLE_TYPES, TYPES as CONSOLE_TYPES
 from api.errors import ApiError
 from api.inputs import RAW_IMAGE_TYPES
 from api.upload import RAW_TYPES as RAW_BATCH_TYPES
@@ -85,6 +86,7 @@ PATH_PARAMS = {
     "job_id": {"type": "string", "pattern": s.JOB_ID},
     "batch_id": {"type": "string", "pattern": s.BATCH_ID},
     "asset": {"type": "string", "enum": sorted(DOCS_ASSETS)},
+    "name": {"type": "string", "examples": ["console.js", "circle.png"]},
 }
 
 # inferq's own errors: {"error": {"code", "message"}}.
@@ -265,8 +267,21 @@ OPERATIONS: dict[str, Op] = {
         200: Resp("The file", {media: {"type": "string"} for media in
                                sorted(set(DOCS_ASSETS.values()))}),
         404: Resp("No such file", {JSON: s.Error})}),
-    "index.index": Op("Where to start: links to the docs, the models and health", {
+    "index.index": Op("To the web console", {
+        302: Resp("Redirect to /console", headers=("Location",))}),
+    "index.v1": Op("Where to start: links to the console, the docs, the models and health", {
         200: ok(s.Index)}),
+    "console.page": Op("The web console (HTML; it asks for an API key in the browser)", {
+        200: Resp("HTML", {"text/html": {"type": "string"}})}),
+    "console.asset": Op("A file of the web console (CSS, JavaScript module)", {
+        200: Resp("The file", {media: {"type": "string"} for media in
+                               sorted(set(CONSOLE_TYPES.values()))}),
+        404: Resp("No such file", {JSON: s.Error})}),
+    "console.examples": Op("The example images the console offers", {200: ok(s.Examples)}),
+    "console.example": Op("An example image", {
+        200: Resp("The image", {media: {"type": "string", "format": "binary"} for media in
+                                sorted(set(EXAMPLE_TYPES.values()))}),
+        404: Resp("No such example", {JSON: s.Error})}),
     "index.favicon": Op("No icon (204), so browsers stop asking", {204: Resp("No content")}),
 }
 

@@ -397,6 +397,7 @@ class ModelChange(BaseModel):
 
 
 class IndexLinks(BaseModel):
+    console: str
     openapi: str
     docs: str
     models: str
@@ -409,6 +410,15 @@ class Index(BaseModel):
     links: IndexLinks
     authentication: str | None = Field(None, description="How to send a key, when the server "
                                        "has keys")
+
+
+class Example(BaseModel):
+    name: str
+    url: str
+
+
+class Examples(BaseModel):
+    examples: list[Example]
 
 
 class Health(BaseModel):

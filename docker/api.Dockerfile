@@ -26,9 +26,12 @@ RUN pip install --no-cache-dir '.[api]' \
     && ! python -c "import tensorflow" 2>/dev/null \
     && ! python -c "import celery" 2>/dev/null
 
-# The code the API imports: api/ and the shared core.
+# The code the API imports: api/ and the shared core. Then what the web console serves
+# (api/console.py): its page and files, and the example images it offers.
 COPY api ./api
 COPY jobs ./jobs
+COPY console ./console
+COPY examples/*.png examples/*.jpg ./examples/
 
 RUN groupadd --gid 10001 inferq \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin inferq \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what inferq needs when it is missing: Debian's redis-server (the tests and `make run`
-# start their own), a virtualenv in .venv, and the Python packages. Safe to run again: it does
+# start their own), Debian's chromium and chromium-driver (the console's browser tests), a
+# virtualenv in .venv, and the Python packages. Safe to run again: it does
 # nothing when all is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,12 @@ apt_install() {
 if ! command -v redis-server >/dev/null; then
   echo "install.sh: installing redis-server"
   apt_install redis-server
+fi
+
+# The console's browser tests drive this headless Chromium; Selenium never downloads one.
+if ! command -v chromium >/dev/null || [ ! -x /usr/bin/chromedriver ]; then
+  echo "install.sh: installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

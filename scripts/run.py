@@ -452,7 +452,9 @@ def banner(host, port, demo, ready, run_dir, dev_key, dev_secret, env) -> str:
     who, where = reach(host)
     auth = (f"-H 'Authorization: Bearer {dev_key}' " if dev_key
             else "-H \"Authorization: Bearer $KEY\" ")
-    lines = ["", f"inferq is ready on http://{where}:{port} ({who}). Ctrl-C stops it."]
+    lines = ["", f"inferq is ready on http://{where}:{port} ({who}). Ctrl-C stops it.",
+             f"Console: http://{where}:{port}/console"
+             + (" (sign in with the development key below)" if dev_key else "")]
     if demo:
         lines += ["Try:",
                   f"  curl {auth}-F image=@examples/circle.png "

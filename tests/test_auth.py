@@ -60,8 +60,10 @@ def test_every_endpoint_but_health_and_docs_needs_a_key(client):
                 checked += 1
     assert checked >= 3 * 20  # every route of the API, not a handful
     for url in ("/healthz", "/v2/health/live", "/openapi.json", "/docs",
-                "/docs/assets/swagger-ui.css", "/"):
+                "/docs/assets/swagger-ui.css", "/v1", "/console", "/console/examples",
+                "/console/examples/circle.png"):
         assert client.get(url).status_code == 200, url
+    assert client.get("/").status_code == 302
     assert client.get("/favicon.ico").status_code == 204
     assert client.get("/readyz").status_code == 503  # no worker: not ready, but not 401 either
 

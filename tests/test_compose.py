@@ -3,6 +3,7 @@
 The Compose file is validated against the Compose Specification's JSON Schema (the one
 `docker compose` itself uses), then the properties a user relies on are asserted.
 """
+import fnmatch
 import json
 import os
 import re
@@ -167,6 +168,24 @@ def test_dockerfiles_copy_the_code_their_process_imports(services, name):
     }
     # The code runs from /app: it is on the path without being installed.
     assert any(k == "ENV" and "PYTHONPATH=/app" in rest for k, rest in instructions(path))
+
+
+def test_the_api_image_has_every_file_the_console_serves(services):
+    from api.console import ASSETS_DIR, EXAMPLE_TYPES, EXAMPLES_DIR, TYPES
+
+    path = dockerfile(services["api"])
+    copies = [rest.split() for k, rest in instructions(path) if k == "COPY"]
+    sources = [(src, copy[-1]) for copy in copies for src in copy[:-1]]
+    served = [p for p in ASSETS_DIR.iterdir() if p.suffix in TYPES]
+    served += [p for p in EXAMPLES_DIR.iterdir() if p.suffix in EXAMPLE_TYPES]
+    assert served
+    for file in served:
+        rel = file.relative_to(ROOT)
+        assert any(fnmatch.fnmatch(str(rel), src) or str(rel).startswith(src.rstrip("/") + "/")
+                   for src, _ in sources), f"{path.name} does not copy {rel}"
+    # Copied where api/console.py looks for them: beside api/ in /app.
+    assert ("console", "./console") in sources
+    assert any(src.startswith("examples/") and dest == "./examples/" for src, dest in sources)
 
 
 @pytest.mark.parametrize("name", WORKERS)
@@ -347,7 +366,7 @@ def test_dockerignore_keeps_what_the_images_need():
     }
     assert {".venv", ".git", "tests"} <= ignored
     assert not ignored & {"pyproject.toml", "README.md", "api", "worker", "webhooks", "jobs",
-                          "batching"}
+                          "batching", "console", "examples"}
 
 
 def test_webhook_worker_service_is_light_and_shares_the_secret(services):

@@ -1,5 +1,5 @@
 """What a newcomer meets in the first hour: webhook event bodies, errors that say what to do,
-`/` and `/favicon.ico`, the docs offline, an unwritable model repository. Against a real
+`/`, `/v1` and `/favicon.ico`, the docs offline, an unwritable model repository. Against a real
 redis-server; no worker."""
 import io
 import re
@@ -110,22 +110,27 @@ def test_a_refused_local_webhook_names_the_setting_that_allows_it(redis_url, tmp
             "a server operator can allow such networks with INFERQ_WEBHOOK_ALLOW_NETWORKS"), url
 
 
-# --- / and /favicon.ico ------------------------------------------------------------------------
+# --- /, /v1 and /favicon.ico ------------------------------------------------------------------
 
 KEY = "key-a-0123456789abcdef"
 
 
 @pytest.mark.parametrize("keys", ["", f"{KEY}=alpha"])
-def test_the_root_is_an_index_of_the_api_without_a_key(redis_url, tmp_path, keys):
+def test_the_root_opens_the_console_and_v1_indexes_the_api_without_a_key(redis_url, tmp_path,
+                                                                         keys):
     make_repo(tmp_path)
     client = create_app({"redis_url": redis_url, "model_repository": str(tmp_path),
                          "api_keys": keys}).test_client()
-    resp = client.get("/")
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"] == "console"
+    page = client.get("/console")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    resp = client.get("/v1")
     assert resp.status_code == 200 and resp.mimetype == "application/json"
     index = resp.json
     assert index["name"] == "inferq"
-    assert index["links"] == {"openapi": "/openapi.json", "docs": "/docs",
-                              "models": "/v1/models", "health": "/healthz"}
+    assert index["links"] == {"console": "/console", "openapi": "/openapi.json",
+                              "docs": "/docs", "models": "/v1/models", "health": "/healthz"}
     # Each link answers (the models with a key, when the server has keys).
     auth = {"Authorization": f"Bearer {KEY}"} if keys else {}
     for link in index["links"].values():

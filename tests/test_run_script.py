@@ -161,6 +161,9 @@ def test_run_starts_quietly_waits_for_the_demo_model_and_ctrl_c_stops_all_of_it(
         # It made a development key, printed it, and the API asks for it.
         key = (run.run_dir / "dev_key").read_text().strip()
         assert len(key) >= 16 and key in output
+        console = f"http://localhost:{run.port}/console"
+        assert f"Console: {console} (sign in with the development key below)" in output
+        assert requests.get(console, timeout=5).status_code == 200
         assert (f"curl -H 'Authorization: Bearer {key}' -F image=@examples/circle.png "
                 f"localhost:{run.port}/v1/models/shapes/jobs") in output
         with open(ROOT / "examples" / "circle.png", "rb") as f:
