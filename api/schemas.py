@@ -404,12 +404,20 @@ class IndexLinks(BaseModel):
     health: str
 
 
+class KeyCheck(BaseModel):
+    valid: bool
+    tenant: str | None = None
+    admin: bool | None = None
+
+
 class Index(BaseModel):
     name: str
     description: str
     links: IndexLinks
     authentication: str | None = Field(None, description="How to send a key, when the server "
                                        "has keys")
+    key: KeyCheck | None = Field(None, description="The key sent, checked (when the server has "
+                                 "keys): valid or not, its tenant, whether an admin's")
 
 
 class Example(BaseModel):

@@ -20,6 +20,13 @@ export function setKey(value) {
   else sessionStorage.removeItem(KEY);
 }
 
+// Whether the key signed in is an admin's (GET /v1 says): only then is Workers asked for.
+let admin = true;
+export const isAdmin = () => admin;
+export function setAdmin(value) {
+  admin = Boolean(value);
+}
+
 export function authHeaders() {
   const k = key();
   return k ? { Authorization: `Bearer ${k}` } : {};

@@ -1,6 +1,6 @@
 // The console's frame: sign-in, the page router (#/try, #/models, ...) and the live refresh
 // of whichever page is shown.
-import { ApiError, call, get, key, setKey } from "./api.js";
+import { call, get, key, setAdmin, setKey } from "./api.js";
 import { h } from "./dom.js";
 import tryPage from "./try.js";
 import modelsPage from "./models.js";
@@ -20,15 +20,19 @@ async function start() {
   window.addEventListener("hashchange", route);
   window.addEventListener("inferq:refused", refused);
   try {
-    // /v1 answers without a key and says whether the server has keys: no 401 to find out.
+    // /v1 answers without a key, says whether the server has keys and checks the key sent:
+    // no 401 or 403 to find out.
     const index = await get("v1");
     needsKey = Boolean(index.authentication);
+    if (!needsKey) signedIn(true);
+    else if (index.key && index.key.valid) signedIn(index.key.admin);
+    else {
+      setKey("");
+      showSignIn();
+    }
   } catch (err) {
     showPage(h("p", { class: "error", role: "alert" }, `inferq is not reachable: ${err.message}`));
-    return;
   }
-  if (needsKey && !key()) showSignIn();
-  else signedIn();
 }
 
 function showSignIn(error = "") {
@@ -46,18 +50,21 @@ async function signIn(event) {
   event.preventDefault();
   const value = $("key").value.trim();
   if (!value) return;
+  let checked;
   try {
-    await call("v1/models", { headers: { Authorization: `Bearer ${value}` } });
+    checked = (await call("v1", { headers: { Authorization: `Bearer ${value}` } })).body.key;
   } catch (err) {
-    const why = err instanceof ApiError && err.status === 401
-      ? `That key was refused: ${err.message}.` : `Could not sign in: ${err.message}`;
     $("key").value = "";
-    showSignIn(why);
+    showSignIn(`Could not sign in: ${err.message}`);
+    return;
+  }
+  $("key").value = "";
+  if (!checked || !checked.valid) {
+    showSignIn("That key was refused: the API key is not valid (unknown or revoked).");
     return;
   }
   setKey(value);
-  $("key").value = "";
-  signedIn();
+  signedIn(checked.admin);
 }
 
 function signOut() {
@@ -65,7 +72,10 @@ function signOut() {
   if (needsKey) showSignIn();
 }
 
-function signedIn() {
+function signedIn(admin) {
+  setAdmin(admin);
+  // Workers is for admin keys: a tenant's key does not see the tab (nor makes a 403).
+  $("nav").querySelector('a[href="#/workers"]').hidden = !admin;
   $("sign-in").hidden = true;
   $("nav").hidden = false;
   $("sign-out").hidden = !needsKey;

@@ -1,6 +1,6 @@
 // Workers (admin keys only): each live worker's host, GPU, models, heartbeat age, batches/s
 // and mean batch size (GET /v1/workers), refreshed while shown.
-import { get } from "./api.js";
+import { get, isAdmin } from "./api.js";
 import { errorText, h, message, num, swap, table } from "./dom.js";
 import { every, REFRESH_MS } from "./live.js";
 
@@ -9,6 +9,10 @@ export default {
   enter(root) {
     const body = h("div", { id: "workers" }, message("Loading…", "muted"));
     root.append(h("h1", {}, "Workers"), body);
+    if (!isAdmin()) {
+      swap(body, message("The Workers page needs an admin key (INFERQ_ADMIN_KEYS)."));
+      return null;
+    }
     let live = null;
     live = every(REFRESH_MS, async () => {
       const { workers } = await get("v1/workers");
@@ -23,7 +27,7 @@ export default {
         h("td", { class: "n" }, num(w.mean_batch_size, 1)))), "No live worker."));
     }, (err) => {
       if (err.status === 403) {
-        // Not an admin: say so once, and stop asking.
+        // No longer an admin's key (the key file changed): say so once, and stop asking.
         swap(body, message("The Workers page needs an admin key " +
           "(INFERQ_ADMIN_KEYS)."));
         live.leave();

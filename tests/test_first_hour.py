@@ -140,6 +140,23 @@ def test_the_root_opens_the_console_and_v1_indexes_the_api_without_a_key(redis_u
     assert icon.status_code == 204 and icon.data == b""
 
 
+def test_v1_checks_a_key_sent_to_it_without_refusing_the_request(redis_url):
+    """The console signs in through it: a wrong key is a 200 that says so, not a 401."""
+    admin = "admin-b-0123456789abcdef"
+    client = create_app({"redis_url": redis_url, "api_keys": f"{KEY}=alpha",
+                         "admin_keys": f"{admin}=ops"}).test_client()
+
+    def check(key):
+        resp = client.get("/v1", headers={"Authorization": f"Bearer {key}"} if key else {})
+        assert resp.status_code == 200
+        return resp.json.get("key")
+
+    assert check(KEY) == {"valid": True, "tenant": "alpha", "admin": False}
+    assert check(admin) == {"valid": True, "tenant": "ops", "admin": True}
+    assert check("not-a-key-0123456789abcdef") == {"valid": False}
+    assert check("") is None
+
+
 # --- /docs offline ------------------------------------------------------------------------------
 
 def test_the_docs_page_loads_nothing_from_elsewhere(redis_url):
