@@ -91,13 +91,13 @@ def _inset(points: np.ndarray, width: float) -> np.ndarray:
     return np.array(out)
 
 
-def _background(rng: np.random.Generator, canvas: int, base: np.ndarray) -> np.ndarray:
-    """A canvas x canvas x 3 float background around colour `base`: plain, a linear gradient,
+def _background(rng: np.random.Generator, side: int, base: np.ndarray) -> np.ndarray:
+    """A side x side x 3 float background around colour `base`: plain, a linear gradient,
     or a texture (stripes, or blotches of low-frequency noise)."""
     kind = rng.choice(["plain", "gradient", "stripes", "blotches"], p=[0.3, 0.35, 0.15, 0.2])
     if kind == "plain":
-        return np.broadcast_to(base, (canvas, canvas, 3)).astype(np.float32)
-    yy, xx = np.mgrid[0:canvas, 0:canvas].astype(np.float32) / canvas
+        return np.broadcast_to(base, (side, side, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
     other = rng.integers(0, 256, size=3).astype(np.float32)
     if kind == "gradient":
         a = rng.uniform(0.0, 2.0 * math.pi)
@@ -110,7 +110,7 @@ def _background(rng: np.random.Generator, canvas: int, base: np.ndarray) -> np.n
         return base + t[..., None] * (other - base) * rng.uniform(0.1, 0.35)
     cells = int(rng.integers(3, 9))
     small = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8), "L")
-    t = np.asarray(small.resize((canvas, canvas), Image.BICUBIC), dtype=np.float32) / 255.0
+    t = np.asarray(small.resize((side, side), Image.BICUBIC), dtype=np.float32) / 255.0
     return base + t[..., None] * (other - base) * rng.uniform(0.2, 0.6)
 
 
@@ -134,7 +134,7 @@ def draw_varied(label: str, rng: np.random.Generator, size: int = 96) -> Image.I
         raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
     canvas = size * _SUPERSAMPLE
     base = rng.integers(0, 256, size=3).astype(np.float32)
-    background = np.clip(_background(rng, canvas, base), 0, 255)
+    background = np.clip(_background(rng, size, base), 0, 255)
     fill = _colour(rng, background)
 
     points = _unit(label, rng)
@@ -153,10 +153,10 @@ def draw_varied(label: str, rng: np.random.Generator, size: int = 96) -> Image.I
         width = rng.uniform(*_LINE) * canvas
         width = max(float(_SUPERSAMPLE), min(width, _MAX_LINE_SHARE * _inradius(points)))
         draw.polygon([(float(x), float(y)) for x, y in _inset(points, width)], fill=0)
-    m = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
+    # The coverage, averaged over each block of the larger canvas: anti-aliased edges.
+    m = np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32)[..., None] / 255.0
     shape = background * (1.0 - m) + np.array(fill, dtype=np.float32) * m
     im = Image.fromarray(np.clip(np.rint(shape), 0, 255).astype(np.uint8), "RGB")
-    im = im.resize((size, size), Image.BOX)
 
     # Blur up to a tenth of the shape's shorter side (in output pixels): corners survive.
     shorter = float(span.min()) / _SUPERSAMPLE
