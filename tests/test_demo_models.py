@@ -1,4 +1,5 @@
-"""The committed demo models `games` (legacy .h5) and `shapes-sm` (SavedModel). Loads TensorFlow."""
+"""The committed demo models `games` (legacy .h5), `shapes` (.keras: its held-out accuracy and the
+example images) and `shapes-sm` (SavedModel). Loads TensorFlow."""
 import json
 import os
 from pathlib import Path
@@ -127,3 +128,9 @@ def test_every_example_image_is_classified_correctly(shapes_model):
     got = {name: labels[int(i)] for name, i in zip(names, probs.argmax(axis=1))}
     assert got == {name: _label_of(name) for name in names}
     assert probs.max(axis=1).min() > 0.8  # clearly, not by a hair
+
+
+def test_speed_measures_the_model(shapes_model):
+    from demo.speed import images_per_second
+
+    assert images_per_second(shapes_model, batch_size=32, seconds=0.3, rounds=3) > 100
