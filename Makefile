@@ -8,7 +8,7 @@
 #   make chaos        ~3 min
 #   make bench-quick  ~2.5 min
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
-#   make train-demo   a few minutes
+#   make train-demo   ~5 min
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
@@ -30,7 +30,7 @@ test: install
 chaos: install
 	$(PY) -m pytest -q -m chaos
 
-# Retrain the demo model (the trained file is committed; this takes a few minutes on a CPU).
+# Retrain the demo model (the trained file is committed; about 5 minutes on 2 CPU cores).
 train-demo: install
 	$(PY) -m demo.train_shapes
 

@@ -1,5 +1,8 @@
 """Synthetic images of one filled shape (circle, square or triangle) for the `shapes` demo model.
 
+These are the plain pictures (filled, nearly upright, on a flat background) the tests send;
+training draws mostly from the wider demo/varied.py, which says what each label covers.
+
 Pillow and NumPy only: no TensorFlow here, so tests and API-side code can import it cheaply.
 Everything is deterministic given a seed (or a `numpy.random.Generator`).
 """

@@ -1,4 +1,5 @@
-"""The committed demo models `games` (legacy .h5) and `shapes-sm` (SavedModel). Loads TensorFlow."""
+"""The committed demo models `games` (legacy .h5), `shapes` (.keras: its held-out accuracy and the
+example images) and `shapes-sm` (SavedModel). Loads TensorFlow."""
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 EXAMPLES = {"circle.png": "circle", "square.png": "square", "triangle.png": "triangle",
             "triangle.jpg": "triangle"}
+# Held-out images scored by the committed `shapes` model, and the top-1 it must reach.
+HELDOUT_N, HELDOUT_SEED, HELDOUT_MIN = 600, 19, 0.97
+
+
+def _label_of(name: str) -> str:
+    """An example's label: the start of its file name (`circle-photo.jpg` is a circle)."""
+    return next(label for label in ("circle", "square", "triangle") if name.startswith(label))
+
+
+def _scale(arrays) -> np.ndarray:
+    return np.stack(list(arrays)).astype(np.float32) / 255.0
 
 
 def test_games_rule():
@@ -78,3 +90,47 @@ def test_shapes_savedmodel_signature_matches_the_keras_model():
     expected = np.asarray(reference(x, training=False))
     assert np.abs(served - expected).max() < 1e-5
     assert [config["labels"][i] for i in served.argmax(axis=1)] == list(EXAMPLES.values())
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+    return keras.models.load_model(MODELS / "shapes" / "1" / "model.keras", compile=False)
+
+
+def test_shapes_scores_on_an_independent_held_out_set(shapes_model):
+    """demo/heldout.py draws other shapes than training saw (its own code and ranges); they
+    go through the serving decode path, as the worker does, then the model."""
+    from demo.heldout import heldout_set
+    from worker.preprocess import decode_image
+
+    images = heldout_set(HELDOUT_N, HELDOUT_SEED)
+    x = _scale(decode_image(data, (64, 64), "rgb") for _, data in images)
+    y = np.array([["circle", "square", "triangle"].index(label) for label, _ in images])
+    predicted = np.asarray(shapes_model.predict(x, batch_size=128, verbose=0)).argmax(axis=1)
+    accuracy = float((predicted == y).mean())
+    confusion = np.zeros((3, 3), dtype=int)
+    np.add.at(confusion, (y, predicted), 1)
+    print(f"\nshapes: held-out top-1 {accuracy:.1%} on {HELDOUT_N} images "
+          f"(rows true, columns predicted: circle, square, triangle)\n{confusion}")
+    assert accuracy >= HELDOUT_MIN, confusion
+
+
+def test_every_example_image_is_classified_correctly(shapes_model):
+    from worker.preprocess import decode_image
+
+    names = sorted(p.name for p in (ROOT / "examples").iterdir()
+                   if p.suffix in (".png", ".jpg", ".jpeg"))
+    assert set(EXAMPLES) < set(names) and len(names) >= 7
+    x = _scale(decode_image((ROOT / "examples" / name).read_bytes(), (64, 64), "rgb")
+               for name in names)
+    probs = np.asarray(shapes_model(x, training=False))
+    labels = ["circle", "square", "triangle"]
+    got = {name: labels[int(i)] for name, i in zip(names, probs.argmax(axis=1))}
+    assert got == {name: _label_of(name) for name in names}
+    assert probs.max(axis=1).min() > 0.8  # clearly, not by a hair
+
+
+def test_speed_measures_the_model(shapes_model):
+    from demo.speed import images_per_second
+
+    assert images_per_second(shapes_model, batch_size=32, seconds=0.3, rounds=3) > 100

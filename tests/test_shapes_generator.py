@@ -1,4 +1,6 @@
-"""The synthetic `shapes` generator (demo/shapes.py): pure Pillow + NumPy, no TensorFlow."""
+"""The synthetic `shapes` generators (demo/shapes.py, demo/varied.py, demo/heldout.py): Pillow,
+NumPy and OpenCV, no TensorFlow."""
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -133,5 +135,63 @@ def test_random_examples_mix_labels_sizes_and_formats():
 
 
 def test_generator_does_not_import_tensorflow():
-    code = "import sys, demo.shapes; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    code = "import sys, demo.shapes, demo.varied, demo.heldout; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _angles(polygon: np.ndarray) -> np.ndarray:
+    """Interior angles (degrees) of a convex polygon."""
+    before, after = np.roll(polygon, 1, axis=0) - polygon, np.roll(polygon, -1, axis=0) - polygon
+    cos = (before * after).sum(axis=1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def test_varied_shapes_keep_their_labels_well_defined():
+    """The rule of demo/varied.py: squares stay rectangles (stretched along their sides, then
+    turned: never a rhombus) up to 2:1 at any angle, triangles keep angles >= 30 degrees,
+    circles stay ellipses up to 2:1."""
+    from demo.varied import _unit
+
+    rng = np.random.default_rng(3)
+    turns = []
+    for _ in range(200):
+        square = _unit("square", rng)
+        assert np.allclose(_angles(square), 90.0)
+        sides = np.linalg.norm(np.roll(square, -1, axis=0) - square, axis=1)
+        assert 1.0 <= sides.max() / sides.min() <= 2.0 + 1e-9
+        turns.append(math.degrees(math.atan2(*(square[1] - square[0])[::-1])) % 90)
+        triangle = _unit("triangle", rng)
+        assert _angles(triangle).min() >= 30.0 - 1e-9
+        circle = _unit("circle", rng)
+        radii = np.linalg.norm(circle, axis=1)
+        assert radii.max() / radii.min() <= 2.0 + 1e-9
+    # Every angle, 45 degrees (a "diamond") included: the label does not depend on it.
+    assert np.histogram(turns, bins=9, range=(0, 90))[0].min() > 5
+
+
+@pytest.mark.parametrize("module", ["varied", "heldout"])
+def test_wide_generators_are_deterministic_and_decode(module):
+    if module == "varied":
+        from demo.varied import varied_examples as make
+    else:
+        from demo.heldout import heldout_set as make
+    examples = make(12, 4)
+    assert examples == make(12, 4) and examples != make(12, 5)
+    assert Counter(label for label, _ in examples) == {label: 4 for label in LABELS}
+    for _, data in examples:
+        arr = decode_image(data, (64, 64), "rgb")
+        assert arr.shape == (64, 64, 3) and arr.std() > 2
+
+
+def test_heldout_draws_with_its_own_code():
+    """demo/heldout.py takes only the label names from demo.shapes, and nothing from
+    demo.varied: its images test what the model learnt, not the training generator's quirks."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "demo" / "heldout.py").read_text())
+    imported = {(node.module, alias.name) for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert {m for m, _ in imported if m and m.startswith("demo")} == {"demo.shapes"}
+    assert {name for module, name in imported if module == "demo.shapes"} == {"LABELS"}
+    assert not any(isinstance(node, ast.Import) and any(a.name.startswith("demo") for a in node.names)
+                   for node in ast.walk(tree))
