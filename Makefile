@@ -4,7 +4,7 @@
 # Rough durations on a 2-core machine (CI), once `make install` has run (its first run installs
 # TensorFlow and the rest: minutes, depending on the network):
 #   make run          ~10-20 s until its banner (the worker loads and warms the demo models)
-#   make test         ~7 min
+#   make test         ~9 min
 #   make chaos        ~3 min
 #   make bench-quick  ~2.5 min
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
