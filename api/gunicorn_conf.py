@@ -48,18 +48,21 @@ def _json_error(sock, status_int: int, reason: str, mesg: str):
 util.write_error = _json_error  # here, in the master: every worker it forks has it
 
 
-def _limit_malloc_arenas(arenas: int = 2):
-    """glibc gives each thread that contends for malloc an arena of its own, up to 8 per core,
-    and keeps their freed memory: with dozens of request threads handling image uploads, each
-    API process grew by ~10 MB more than with 2 arenas (measured, 128 clients, 640x480 JPEGs).
-    Set here, in the master, so every forked worker has it."""
+def _tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024):
+    """Keep each API process small under image uploads. glibc gives each thread that contends
+    for malloc an arena of its own (up to 8 per core) and keeps their freed memory: 2 arenas.
+    And it raises its mmap threshold as large blocks are freed, after which request bodies
+    live on the heap and their memory stays with the process: a fixed threshold hands every
+    large buffer back when it is freed. Set here, in the master, so every forked worker has it."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also stops its dynamic rise)
     except (OSError, AttributeError):
         pass  # not glibc
 
 
-_limit_malloc_arenas()
+_tune_malloc()
 
 
 _log = logging.getLogger("inferq.api")
