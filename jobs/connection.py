@@ -7,7 +7,7 @@ the user and password (its userinfo) and TLS (`rediss://` and its query), passed
 from urllib.parse import quote, urlsplit
 
 import redis as redis_lib
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -31,12 +31,13 @@ def _url_options(settings) -> dict:
     return options
 
 
-def _sentinel(settings, **options) -> Sentinel:
+def _sentinel_kwargs(settings) -> dict:
+    """How each sentinel is reached: TLS as the master, its own password, and no retries (a
+    dead sentinel is passed over for the next one, not waited for)."""
     tls = {k: v for k, v in _url_options(settings).items() if k.startswith("ssl")}
-    sentinel_kwargs = {"socket_timeout": SENTINEL_TIMEOUT_S,
-                       "socket_connect_timeout": SENTINEL_TIMEOUT_S,
-                       "password": settings.redis_sentinel_password or None, **tls}
-    return Sentinel(settings.sentinel_addresses, sentinel_kwargs=sentinel_kwargs, **options)
+    return {"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), 0), "username": None,
+            "password": settings.redis_sentinel_password or None, **tls}
 
 
 def client(settings, **options) -> redis_lib.Redis:
@@ -44,7 +45,7 @@ def client(settings, **options) -> redis_lib.Redis:
     if not settings.redis_sentinels:
         return redis_lib.Redis.from_url(settings.redis_url, **options)
     options.setdefault("retry", _default_retry())
-    sentinel = _sentinel(settings)
+    sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_kwargs(settings))
     return sentinel.master_for(settings.redis_master, **{**_url_options(settings), **options})
 
 
@@ -61,14 +62,11 @@ def celery_config(settings) -> dict:
     broker = ";".join(f"sentinel://{userinfo}{host}:{port}{db}"
                       for host, port in settings.sentinel_addresses)
     options = {"master_name": settings.redis_master,
-               "sentinel_kwargs": {"socket_timeout": SENTINEL_TIMEOUT_S,
-                                   "socket_connect_timeout": SENTINEL_TIMEOUT_S,
-                                   "password": settings.redis_sentinel_password or None}}
+               "sentinel_kwargs": _sentinel_kwargs(settings)}
     config = {"broker_url": broker, "broker_transport_options": options}
-    tls = {k: v for k, v in _url_options(settings).items() if k.startswith("ssl_")}
     if url.scheme == "rediss":
+        tls = {k: v for k, v in _url_options(settings).items() if k.startswith("ssl_")}
         config["broker_use_ssl"] = tls or {"ssl_cert_reqs": "required"}
-        options["sentinel_kwargs"].update(ssl=True, **tls)
     return config
 
 
@@ -78,11 +76,8 @@ def limiter_storage(settings, **options) -> tuple[str, dict]:
         return settings.redis_url, options
     hosts = ",".join(f"{host}:{port}" for host, port in settings.sentinel_addresses)
     master = {k: v for k, v in _url_options(settings).items() if v is not None}
-    sentinel_kwargs = {"socket_timeout": SENTINEL_TIMEOUT_S,
-                       "socket_connect_timeout": SENTINEL_TIMEOUT_S,
-                       # limits gives the master's password to the sentinels unless told.
-                       "username": None, "password": settings.redis_sentinel_password or None,
-                       **{k: v for k, v in master.items() if k.startswith("ssl")}}
-    # Counters on the master only: a replica's may lag behind.
+    # limits gives the master's password to the sentinels unless sentinel_kwargs say otherwise;
+    # counters on the master only: a replica's may lag behind.
     return (f"redis+sentinel://{hosts}/{settings.redis_master}",
-            {**master, **options, "sentinel_kwargs": sentinel_kwargs, "use_replicas": False})
+            {**master, **options, "sentinel_kwargs": _sentinel_kwargs(settings),
+             "use_replicas": False})

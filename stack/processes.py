@@ -172,6 +172,14 @@ class RedisGroup:
                 return None
         return ports.pop() if len(ports) == 1 else None
 
+    def wait_failover(self, old_port: int, timeout_s: float = 30) -> int:
+        """Until the sentinels agree on a master other than `old_port`; its port."""
+        def moved():
+            port = self.master_port()
+            return port if port not in (None, old_port) else None
+
+        return wait_for(moved, timeout_s, f"the sentinels to fail over from {old_port}", 0.05)
+
     def wait_ready(self, master_port: int, timeout_s: float = 30):
         """Until every sentinel names `master_port` the master, sees the other two sentinels and
         every live replica in sync: only then can a failover happen and lose nothing."""

@@ -110,8 +110,7 @@ def test_a_failover_moves_writes_long_polls_and_scripts_to_the_new_master(group)
     # A failover with the old master alive: it becomes a replica, so writes to it fail
     # (READONLY) until the client asks the sentinels again.
     group.sentinels[0].client.sentinel_failover(group.NAME)
-    new = wait_for(lambda: group.master_port() not in (None, old) and group.master_port(),
-                   30, "the failover", 0.05)
+    new = group.wait_failover(old)
     group.wait_ready(new)
     group.server(new).client.script_flush()  # a master that never saw the scripts
 
