@@ -25,7 +25,8 @@ run: install
 test: install
 	$(PY) -m pytest -q -m "not chaos"
 
-# Kills and restarts of workers, Redis and the API, a full Redis, and a 10,000-job soak
+# Kills and restarts of workers, Redis and the API, a full Redis, a Redis Sentinel failover,
+# and a 10,000-job soak
 # (tests marked `chaos`; a few minutes).
 chaos: install
 	$(PY) -m pytest -q -m chaos
