@@ -4,7 +4,7 @@ storage in the forms redis-py, kombu and `limits` understand, so each follows a 
 
 With Sentinel, INFERQ_REDIS_URL still carries what is not an address: the database (its path),
 the user and password (its userinfo) and TLS (`rediss://` and its query), passed to the master."""
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis as redis_lib
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -56,8 +56,8 @@ def celery_config(settings) -> dict:
     url = urlsplit(settings.redis_url)
     userinfo = ""
     if url.username or url.password:
-        userinfo = (f"{quote(url.username or '', safe='')}:"
-                    f"{quote(url.password or '', safe='')}@")
+        userinfo = (f"{quote(unquote(url.username or ''), safe='')}:"
+                    f"{quote(unquote(url.password or ''), safe='')}@")
     db = url.path if url.path not in ("", "/") else "/0"
     broker = ";".join(f"sentinel://{userinfo}{host}:{port}{db}"
                       for host, port in settings.sentinel_addresses)
