@@ -5,7 +5,7 @@
 # TensorFlow and the rest: minutes, depending on the network):
 #   make run          ~10-20 s until its banner (the worker loads and warms the demo models)
 #   make test         ~9 min
-#   make chaos        ~3 min
+#   make chaos        ~4.5 min
 #   make bench-quick  ~2.5 min
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
 #   make train-demo   ~5 min
