@@ -89,16 +89,19 @@ class Producer:
             raise BacklogFull(model)
         if outcome == "noversion":
             raise NoVersion(model)
+        replayed = outcome == "dup"
+        if replayed:
+            prior_id, prior_digest = reply[1].decode().split(" ", 1)
+            if prior_digest != digest:
+                raise IdempotencyConflict(prior_id)
+            job_id = prior_id
         if self.min_replicas:
             # WAIT also covers a replayed job: its first write may not have reached a replica.
             acked = self.redis.wait(self.min_replicas, self.replica_wait_ms)
             if acked < self.min_replicas:
                 raise NotReplicated(job_id, acked)
-        if outcome == "dup":
-            prior_id, prior_digest = reply[1].decode().split(" ", 1)
-            if prior_digest != digest:
-                raise IdempotencyConflict(prior_id)
-            return self.get(prior_id), True
+        if replayed:
+            return self.get(job_id), True
         record = {"id": job_id, "model": model, "version": reply[1].decode(), "status": QUEUED,
                   "created_at": repr(now), "n_inputs": str(len(inputs)), "n_done": "0",
                   "n_failed": "0", **fields}

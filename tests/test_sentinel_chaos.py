@@ -85,8 +85,8 @@ def test_master_killed_while_jobs_flow(stack_factory, capsys, replica_ack):
         print(f"\n[sentinel failover, replica acks {replica_ack}] failover in {failover_s:.1f} s, "
               f"old master back as a replica {replica_back_s:.1f} s after the kill; "
               f"answers {dict(answers)} "
-              f"({sum(t > killed_wall for t, _ in flow.accepted)} 202s after the kill); of {len(flow.accepted)} accepted jobs "
-              f"{len(lost)} lost, ends {dict(ends)}")
+              f"({sum(t > killed_wall for t, _ in flow.accepted)} 202s after the kill); "
+              f"of {len(flow.accepted)} accepted jobs {len(lost)} lost, ends {dict(ends)}")
     assert ends["succeeded"] == len(flow.accepted) - len(lost)
     if replica_ack:
         assert lost == []
