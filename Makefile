@@ -5,7 +5,7 @@
 # TensorFlow and the rest: minutes, depending on the network):
 #   make run          ~10-20 s until its banner (the worker loads and warms the demo models)
 #   make test         ~9 min
-#   make chaos        ~3 min
+#   make chaos        ~4.5 min
 #   make bench-quick  ~2.5 min
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
 #   make train-demo   ~5 min
@@ -25,7 +25,8 @@ run: install
 test: install
 	$(PY) -m pytest -q -m "not chaos"
 
-# Kills and restarts of workers, Redis and the API, a full Redis, and a 10,000-job soak
+# Kills and restarts of workers, Redis and the API, a full Redis, a Redis Sentinel failover,
+# and a 10,000-job soak
 # (tests marked `chaos`; a few minutes).
 chaos: install
 	$(PY) -m pytest -q -m chaos

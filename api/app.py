@@ -1,7 +1,6 @@
 """The Flask app factory. The API stores jobs in Redis and never imports TensorFlow."""
 
 import orjson
-import redis as redis_lib
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from redis.backoff import ExponentialBackoff
@@ -12,6 +11,7 @@ from api import metrics, models, stats, tfserving, workers
 from api import openapi
 from api.catalog import Catalog
 from api.logs import setup_logging
+from jobs import connection
 from jobs.batch import Batches
 from jobs.deliveries import delivery_ttl_s
 from jobs.settings import Settings, load_settings
@@ -30,13 +30,15 @@ class Context:
         # A request thread holds one pooled connection at a time (waits share the listener's
         # own connection), so twice the threads never runs out; redis-py's default cap
         # (100 in redis-py 8) would, with more threads.
-        self.redis = redis_lib.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
+        self.redis = connection.client(
+            settings, socket_connect_timeout=1, socket_timeout=5,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2), health_check_interval=15,
             max_connections=2 * settings.api_threads + 8)
         self.store = Producer(self.redis, settings.result_ttl_s, settings.max_backlog,
                               settings.webhook_max_age_s,
-                              listener=FinishListener(self.redis))
+                              listener=FinishListener(self.redis),
+                              replicas=(settings.redis_min_replicas_ack,
+                                        settings.redis_wait_timeout_ms))
         self.catalog = Catalog(settings, self.redis)
         self.batches = Batches(self.redis, settings.batch_ttl_s,
                                delivery_ttl_s(settings.batch_ttl_s, settings.webhook_max_age_s))

@@ -7,6 +7,7 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
 from jobs.inputs import InputError
+from jobs.producer import NotReplicated
 
 log = logging.getLogger("inferq.api")
 
@@ -45,6 +46,14 @@ def register(app):
             message = exc.description or exc.name
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
         return error_response(exc.code or 500, code, message, headers)
+
+    @app.errorhandler(NotReplicated)
+    def _not_replicated(exc):
+        log.warning("job %s reached %d replica(s), fewer than asked", exc.job_id, exc.acked)
+        return error_response(503, "not_replicated", (
+            f"job {exc.job_id} was stored but no replica confirmed it in time, so it may exist "
+            "or be lost; retry with the same Idempotency-Key to get this job, not a second "
+            "one"), {"Retry-After": "1"})
 
     @app.errorhandler(redis_lib.ConnectionError)
     @app.errorhandler(redis_lib.TimeoutError)

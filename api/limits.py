@@ -6,7 +6,7 @@ from flask_limiter import ApplicationLimit, Limiter
 from limits import parse_many
 
 from api import auth
-from jobs import keys
+from jobs import connection, keys
 from jobs.settings import SettingsError
 
 SUBMITS = {"jobs.submit", "jobs.submit_to_version", "batches.create", "tfserving.predict",
@@ -42,10 +42,11 @@ def install(app, settings) -> Limiter | None:
             exempt_when=lambda: request.endpoint in SUBMITS or _unlimited()))
     if not limits:
         return None
+    uri, options = connection.limiter_storage(settings, socket_connect_timeout=1,
+                                              socket_timeout=2)
     return Limiter(
-        _who, app=app, application_limits=limits, storage_uri=settings.redis_url,
-        storage_options={"key_prefix": keys.RATE_LIMITS, "socket_connect_timeout": 1,
-                         "socket_timeout": 2},
+        _who, app=app, application_limits=limits, storage_uri=uri,
+        storage_options={"key_prefix": keys.RATE_LIMITS, **options},
         strategy="moving-window", headers_enabled=True,
         # A Redis outage must not turn into a 500 here: the request goes on and the job
         # store answers 503 for it.

@@ -11,6 +11,7 @@ from celery import Celery, bootsteps
 from celery.platforms import SecurityWarning
 
 from feeder.feeder import Feeder
+from jobs import connection
 from jobs.settings import load_settings
 
 log = logging.getLogger("inferq.feeder")
@@ -23,8 +24,9 @@ if settings.log_level != "DEBUG":
     warnings.filterwarnings("ignore", category=SecurityWarning)
     logging.getLogger("celery.worker.consumer.mingle").setLevel(logging.WARNING)
 
-app = Celery("inferq-feeder", broker=settings.redis_url)
+app = Celery("inferq-feeder")
 app.conf.update(
+    **connection.celery_config(settings),
     task_default_queue="feeder",
     task_ignore_result=True,
     worker_pool="solo",
@@ -43,7 +45,7 @@ class FeederStep(bootsteps.StartStopStep):
 
     def start(self, parent):
         logging.getLogger("inferq").setLevel(settings.log_level)
-        redis = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10)
+        redis = connection.client(settings, socket_timeout=10)
         feeder = Feeder(redis, settings)
         self._thread = threading.Thread(target=self._run, args=(feeder,),
                                         name="inferq-feeder", daemon=True)

@@ -20,6 +20,15 @@ class NoVersion(Exception):
     """No version of the model is known to route the job to."""
 
 
+class NotReplicated(Exception):
+    """Fewer replicas than asked confirmed the job in time: it is stored on the master, but a
+    failover now could lose it."""
+
+    def __init__(self, job_id: str, acked: int):
+        super().__init__(job_id)
+        self.job_id, self.acked = job_id, acked
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request."""
 
@@ -34,10 +43,12 @@ def _allowed(record: dict | None, allowed) -> dict | None:
 
 class Producer:
     def __init__(self, redis, result_ttl_s: int, max_backlog: int, webhook_max_age_s: float,
-                 listener=None):
+                 listener=None, replicas: tuple[int, int] = (0, 0)):
         """`listener`: a jobs.listener.FinishListener shared by the process's waiting threads
-        (the API); without one, each wait subscribes on a connection of its own."""
+        (the API); without one, each wait subscribes on a connection of its own. `replicas`:
+        (how many replicas must have a job before enqueue returns, the most ms to wait)."""
         self.redis = redis
+        self.min_replicas, self.replica_wait_ms = replicas
         self.listener = listener
         self.result_ttl_s = result_ttl_s
         self.max_backlog = max_backlog
@@ -78,11 +89,19 @@ class Producer:
             raise BacklogFull(model)
         if outcome == "noversion":
             raise NoVersion(model)
-        if outcome == "dup":
+        replayed = outcome == "dup"
+        if replayed:
             prior_id, prior_digest = reply[1].decode().split(" ", 1)
             if prior_digest != digest:
                 raise IdempotencyConflict(prior_id)
-            return self.get(prior_id), True
+            job_id = prior_id
+        if self.min_replicas:
+            # WAIT also covers a replayed job: its first write may not have reached a replica.
+            acked = self.redis.wait(self.min_replicas, self.replica_wait_ms)
+            if acked < self.min_replicas:
+                raise NotReplicated(job_id, acked)
+        if replayed:
+            return self.get(job_id), True
         record = {"id": job_id, "model": model, "version": reply[1].decode(), "status": QUEUED,
                   "created_at": repr(now), "n_inputs": str(len(inputs)), "n_done": "0",
                   "n_failed": "0", **fields}

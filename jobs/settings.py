@@ -14,6 +14,15 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel (jobs/connection.py): `host:port,...` of the sentinels and the name of the
+    # master they watch; INFERQ_REDIS_URL then gives only the database, password and TLS.
+    redis_sentinels: str = ""
+    redis_master: str = ""
+    redis_sentinel_password: str = ""
+    # A submit waits (WAIT) until this many replicas have the job before answering 202, for at
+    # most redis_wait_timeout_ms; fewer is a 503. 0: no waiting (a failover may lose the job).
+    redis_min_replicas_ack: int = 0
+    redis_wait_timeout_ms: int = 500
     # The address the API listens on: this machine only unless asked (the images set 0.0.0.0).
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -113,6 +122,46 @@ class Settings:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"INFERQ_REDIS_URL must be a redis:// or rediss:// URL, "
                                 f"got {self.redis_url!r}")
+        self._check_sentinel()
+        if self.redis_min_replicas_ack < 0:
+            raise SettingsError("INFERQ_REDIS_MIN_REPLICAS_ACK must be 0 or more, "
+                                f"got {self.redis_min_replicas_ack!r}")
+        if self.redis_wait_timeout_ms <= 0:
+            raise SettingsError("INFERQ_REDIS_WAIT_TIMEOUT_MS must be greater than 0, "
+                                f"got {self.redis_wait_timeout_ms!r}")
+
+    def _check_sentinel(self):
+        if not self.redis_sentinels:
+            if self.redis_master:
+                raise SettingsError("INFERQ_REDIS_MASTER needs INFERQ_REDIS_SENTINELS "
+                                    "(host:port of each sentinel, comma-separated)")
+            return
+        try:
+            addresses = self.sentinel_addresses
+        except ValueError:
+            addresses = []
+        if not addresses:
+            raise SettingsError("INFERQ_REDIS_SENTINELS must be host:port of each sentinel, "
+                                f"comma-separated, got {self.redis_sentinels!r}")
+        if not self.redis_master.strip():
+            raise SettingsError("INFERQ_REDIS_MASTER must name the master the sentinels watch "
+                                "(their `sentinel monitor <name> ...`)")
+        if self.redis_url.startswith("unix://"):
+            raise SettingsError("INFERQ_REDIS_URL must be redis:// or rediss:// with "
+                                f"INFERQ_REDIS_SENTINELS, got {self.redis_url!r}")
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each sentinel; ValueError for a bad entry."""
+        found = []
+        for item in self.redis_sentinels.split(","):
+            host, sep, port = item.strip().rpartition(":")
+            host = host.strip("[]")
+            if not sep or not _valid_host(host) or not port.isdigit() \
+                    or not 0 < int(port) < 65536:
+                raise ValueError(item)
+            found.append((host, int(port)))
+        return found
 
     @property
     def model_names(self) -> list[str]:

@@ -17,6 +17,8 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+# The same binary runs Redis Sentinel (`redis-server <conf> --sentinel`, the Sentinel tests):
+# no redis-sentinel package is needed.
 if ! command -v redis-server >/dev/null; then
   echo "install.sh: installing redis-server"
   apt_install redis-server

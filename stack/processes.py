@@ -53,7 +53,10 @@ def stays(predicate, duration_s: float, what: str, interval_s: float = 0.1):
 
 
 class RedisServer:
-    def __init__(self, aof: bool = False, appendfsync: str = "always"):
+    """`replica_of`: the port of a local master this one replicates."""
+
+    def __init__(self, aof: bool = False, appendfsync: str = "always",
+                 replica_of: int | None = None):
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed: run scripts/install.sh")
         self.dir = tempfile.mkdtemp(prefix="inferq-redis-")
@@ -65,6 +68,8 @@ class RedisServer:
                      "--dir", self.dir, "--save", "", "--hz", "100",
                      "--maxmemory-policy", "noeviction", "--appendonly", "yes" if aof else "no",
                      "--appendfsync", appendfsync]
+        if replica_of:
+            self.args += ["--replicaof", "127.0.0.1", str(replica_of)]
         self.client = redis.Redis(port=self.port)
         # Asks once per try: redis-py's own retries back off for seconds while it starts.
         self._probe = redis.Redis(port=self.port, retry=Retry(NoBackoff(), 0))
@@ -107,6 +112,108 @@ class RedisServer:
         self.client.close()
         self._probe.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel watching the local master on `master_port` as `name`, with short
+    timeouts: a master that does not answer for `down_ms` is failed over in a few seconds."""
+
+    def __init__(self, master_port: int, name: str, down_ms: int = 1000):
+        self.dir = tempfile.mkdtemp(prefix="inferq-sentinel-")
+        self.port = free_port()
+        self.name = name
+        conf = Path(self.dir, "sentinel.conf")  # Sentinel rewrites it: its own file
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                        f"sentinel monitor {name} 127.0.0.1 {master_port} 2\n"
+                        f"sentinel down-after-milliseconds {name} {down_ms}\n"
+                        f"sentinel failover-timeout {name} {4 * down_ms}\n"
+                        f"sentinel parallel-syncs {name} 1\n")
+        self.args = ["redis-server", str(conf), "--sentinel"]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.client = redis.Redis(port=self.port, decode_responses=True)
+        self._probe = redis.Redis(port=self.port, retry=Retry(NoBackoff(), 0))
+        self._start()
+
+    def master(self) -> dict:
+        return self.client.sentinel_master(self.name)
+
+
+class RedisGroup:
+    """A master, `replicas` replicas and three sentinels on this machine: what the settings
+    `redis_sentinels` and `redis_master` point every process at."""
+
+    NAME = "inferq"
+
+    def __init__(self, replicas: int = 1, aof: bool = False):
+        self.master = RedisServer(aof=aof)
+        self.replicas, self.sentinels = [], []
+        try:
+            for _ in range(replicas):
+                self.replicas.append(RedisServer(aof=aof, replica_of=self.master.port))
+            for _ in range(3):
+                self.sentinels.append(SentinelServer(self.master.port, self.NAME))
+            self.wait_ready(self.master.port)
+        except BaseException:
+            self.stop()
+            raise
+        # The URL gives only the database: the sentinels give the address.
+        self.url = "redis://127.0.0.1/0"
+        self.settings = {"redis_master": self.NAME,
+                         "redis_sentinels": ",".join(f"127.0.0.1:{s.port}"
+                                                     for s in self.sentinels)}
+
+    def master_port(self) -> int | None:
+        """The master's port as the sentinels agree on it (None while they disagree)."""
+        ports = set()
+        for s in self.sentinels:
+            try:
+                ports.add(int(s.master()["port"]))
+            except redis.RedisError:
+                return None
+        return ports.pop() if len(ports) == 1 else None
+
+    def wait_failover(self, old_port: int, timeout_s: float = 30) -> int:
+        """Until the sentinels agree on a master other than `old_port`; its port."""
+        def moved():
+            port = self.master_port()
+            return port if port not in (None, old_port) else None
+
+        return wait_for(moved, timeout_s, f"the sentinels to fail over from {old_port}", 0.05)
+
+    def wait_ready(self, master_port: int, timeout_s: float = 30):
+        """Until every sentinel names `master_port` the master, sees the other two sentinels and
+        every live replica in sync: only then can a failover happen and lose nothing."""
+        live = [r for r in [self.master, *self.replicas]
+                if r.port != master_port and r.proc.poll() is None]
+
+        def ready():
+            for s in self.sentinels:
+                state = s.master()
+                if (int(state["port"]) != master_port or "s_down" in state["flags"]
+                        or int(state["num-other-sentinels"]) < 2
+                        or int(state["num-slaves"]) < len(live)):
+                    return False
+            return all(r.client.info("replication").get("master_link_status") == "up"
+                       for r in live)
+
+        wait_for(ready, timeout_s, f"the sentinels to agree on the master on {master_port}", 0.2)
+
+    def server(self, port: int) -> RedisServer:
+        return next(r for r in [self.master, *self.replicas] if r.port == port)
+
+    def stop(self):
+        for server in [*self.sentinels, *self.replicas, self.master]:
+            try:
+                server.stop()
+            except Exception:  # keep stopping the rest
+                pass
+
+    def client(self, **options) -> redis.Redis:
+        """A client of whichever server is the master now (jobs/connection.py)."""
+        from jobs.connection import client
+        from jobs.settings import load_settings
+
+        return client(load_settings({}, redis_url=self.url, **self.settings), **options)
 
 
 def service_env(redis_url: str, **settings) -> dict:
@@ -268,12 +375,15 @@ def _start_light(app: str, what: str, redis_url: str, settings: dict) -> Proc:
 
 class Stack:
     """Redis, the API under gunicorn, a worker serving `models` (empty: no worker) and, with
-    `webhooks`, the webhook worker, with `feeder` the batch feeder, each a process. close() (or leaving the `with` block) stops
-    every process it started, whatever state they were left in, and removes Redis' data.
-    `settings` are INFERQ_* settings for every process; `repository` the model repository."""
+    `webhooks`, the webhook worker, with `feeder` the batch feeder, each a process. close() (or
+    leaving the `with` block) stops every process it started, whatever state they were left
+    in, and removes Redis' data.
+    `settings` are INFERQ_* settings for every process; `repository` the model repository.
+    With `sentinel`, Redis is a RedisGroup (a master, a replica, three sentinels), `self.group`,
+    and every process reaches it through the sentinels."""
 
     def __init__(self, models=("shapes",), webhooks: bool = False, repository=None,
-                 aof: bool = False, feeder: bool = False, **settings):
+                 aof: bool = False, feeder: bool = False, sentinel: bool = False, **settings):
         if repository is not None:
             settings["model_repository"] = repository
         self.repository = repository
@@ -283,9 +393,16 @@ class Stack:
         self.settings = settings
         self.procs: list[Proc] = []
         self.api = self.worker = self.hooks = self.feeder = None
-        self.redis = RedisServer(aof=aof)
-        self.url = self.redis.url
-        self.client = redis.Redis.from_url(self.url)
+        self.group = None
+        if sentinel:
+            self.group = RedisGroup(aof=aof)
+            self.redis, self.url = self.group.master, self.group.url
+            settings.update(self.group.settings)
+            self.client = self.group.client()
+        else:
+            self.redis = RedisServer(aof=aof)
+            self.url = self.redis.url
+            self.client = redis.Redis.from_url(self.url)
         try:
             self.api, self.base = start_api(self.url, **settings)
             self.procs.append(self.api)
@@ -319,7 +436,9 @@ class Stack:
                             **{**self.settings, **settings})
         self.procs.append(proc)
         if wait_ready:
-            wait_until_serving(proc, self.url, models or ["shapes"])
+            models = models or ["shapes"]
+            wait_for(lambda: _serving(proc, self.client, models), 120,
+                     f"worker {proc.pid} to serve {models}", 0.2)
         return proc
 
     def start_webhook_worker(self, **settings) -> Proc:
@@ -342,7 +461,10 @@ class Stack:
                 pass
         self.procs = []
         self.client.close()
-        self.redis.stop()
+        if self.group:
+            self.group.stop()
+        else:
+            self.redis.stop()
         if self._batch_dir:
             shutil.rmtree(self._batch_dir, ignore_errors=True)
 

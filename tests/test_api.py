@@ -3,6 +3,7 @@ import base64
 import io
 import json
 import struct
+import time
 import zlib
 
 import pytest
@@ -215,6 +216,41 @@ def test_redis_down_is_503_not_500(repo):
         assert resp.get_json()["error"]["code"] == "redis_unavailable"
         assert resp.headers["Retry-After"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_sentinels_that_cannot_be_reached_are_a_quick_503_not_a_hang(repo):
+    app = create_app({"redis_sentinels": f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}",
+                      "redis_master": "inferq", "model_repository": str(repo)})
+    client = app.test_client()
+    t0 = time.monotonic()
+    for resp in (submit_files(client, ("a.png", png_bytes())),
+                 client.get("/v1/jobs/" + "x" * 22 + "?wait=5")):
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+        assert resp.get_json()["error"]["code"] == "redis_unavailable"
+        assert resp.headers["Retry-After"]
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_submit_no_replica_confirms_is_503_naming_the_job_and_a_retry_gets_it(redis_url,
+                                                                                repo, r):
+    # This Redis has no replica: WAIT 1 always runs out.
+    client = create_app({"redis_url": redis_url, "model_repository": str(repo),
+                         "redis_min_replicas_ack": 1,
+                         "redis_wait_timeout_ms": 50}).test_client()
+    key = {"Idempotency-Key": "k-replica-1"}
+    answers = [client.post("/v1/models/shapes/jobs", headers=key,
+                           content_type="multipart/form-data",
+                           data={"image": [(io.BytesIO(png_bytes()), "a.png")]})
+               for _ in range(2)]
+    job_ids = set()
+    for resp in answers:
+        assert resp.status_code == 503 and resp.headers["Retry-After"]
+        error = resp.get_json()["error"]
+        assert error["code"] == "not_replicated" and "Idempotency-Key" in error["message"]
+        job_ids.add(error["message"].split()[1])
+    [job_id] = job_ids  # the retry named the same job: no second one
+    assert r.hget(keys.job(job_id), "status") == b"queued"
+    assert r.xlen(keys.stream("shapes", 1)) == 1
 
 
 def test_a_double_slash_is_a_json_404_not_an_html_redirect(client):

@@ -484,3 +484,35 @@ def test_flower_image_runs_the_refusing_script_with_only_the_monitoring_extra(se
     assert any(req.startswith("celery[redis]") for req in extra)  # the Redis transport
     users = [rest for k, rest in keywords if k == "USER"]
     assert users[-1] == "10001:10001"
+
+
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+REDIS_USERS = ("api", "webhooks", "feeder", *WORKERS)
+
+
+def test_the_ha_profile_adds_a_replica_and_three_sentinels_watching_redis(services):
+    replica = services["redis-replica"]
+    assert replica["profiles"] == ["ha"]
+    cmd = args(replica["command"])
+    assert cmd[cmd.index("--replicaof") + 1:cmd.index("--replicaof") + 3] == ["redis", "6379"]
+    assert "noeviction" in cmd and replica["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in SENTINELS:
+        sentinel = services[name]
+        assert sentinel["profiles"] == ["ha"] and sentinel["hostname"] == name
+        script = interpolate(" ".join(args(sentinel["command"])), {})
+        # A quorum of 2 of the 3 watches `redis` under the name .env.example gives.
+        assert "sentinel monitor inferq redis 6379 2" in script
+        assert script.rstrip().endswith("--sentinel") and "port 26379" in script
+    example = (ROOT / ".env.example").read_text()
+    assert ("# INFERQ_REDIS_SENTINELS=" + ",".join(f"{s}:26379" for s in SENTINELS)) in example
+    assert "# INFERQ_REDIS_MASTER=inferq" in example
+
+
+@pytest.mark.parametrize("variables", [{}, {"INFERQ_REDIS_SENTINELS": "sentinel-1:26379",
+                                            "INFERQ_REDIS_MASTER": "inferq"}])
+def test_every_redis_user_takes_the_sentinel_settings_from_dotenv(services, variables):
+    """Unset, every process uses `redis` as before; set in .env, every one asks the sentinels."""
+    for name in REDIS_USERS:
+        e = env(services[name])
+        for var in ("INFERQ_REDIS_SENTINELS", "INFERQ_REDIS_MASTER"):
+            assert interpolate(e[var], variables) == variables.get(var, ""), (name, var)

@@ -21,7 +21,23 @@ def test_environment_variables_are_read_and_typed():
     ({"INFERQ_MAX_BATCH_SIZE": "0"}, "INFERQ_MAX_BATCH_SIZE must be greater than 0"),
     ({"INFERQ_MAX_WAIT_S": "-1"}, "INFERQ_MAX_WAIT_S must be 0 or more"),
     ({"INFERQ_REDIS_URL": "localhost:6379"}, "INFERQ_REDIS_URL must be a redis://"),
+    ({"INFERQ_REDIS_SENTINELS": "s1:26379,s2", "INFERQ_REDIS_MASTER": "m"},
+     "INFERQ_REDIS_SENTINELS must be host:port of each sentinel"),
+    ({"INFERQ_REDIS_SENTINELS": "s1:99999", "INFERQ_REDIS_MASTER": "m"},
+     "INFERQ_REDIS_SENTINELS must be host:port"),
+    ({"INFERQ_REDIS_SENTINELS": "s1:26379"}, "INFERQ_REDIS_MASTER must name the master"),
+    ({"INFERQ_REDIS_MASTER": "m"}, "INFERQ_REDIS_MASTER needs INFERQ_REDIS_SENTINELS"),
+    ({"INFERQ_REDIS_SENTINELS": "s1:26379", "INFERQ_REDIS_MASTER": "m",
+      "INFERQ_REDIS_URL": "unix:///tmp/r.sock"}, "INFERQ_REDIS_URL must be redis:// or rediss://"),
+    ({"INFERQ_REDIS_MIN_REPLICAS_ACK": "-1"}, "INFERQ_REDIS_MIN_REPLICAS_ACK must be 0 or more"),
+    ({"INFERQ_REDIS_WAIT_TIMEOUT_MS": "0"}, "INFERQ_REDIS_WAIT_TIMEOUT_MS must be greater than 0"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(env)
+
+
+def test_sentinels_are_read_as_host_port_pairs():
+    s = load_settings({"INFERQ_REDIS_SENTINELS": " s1:26379, 10.0.0.2:26380,[::1]:26381",
+                       "INFERQ_REDIS_MASTER": "inferq"})
+    assert s.sentinel_addresses == [("s1", 26379), ("10.0.0.2", 26380), ("::1", 26381)]

@@ -5,10 +5,10 @@ import logging
 import threading
 import warnings
 
-import redis as redis_lib
 from celery import Celery, bootsteps
 from celery.platforms import SecurityWarning
 
+from jobs import connection
 from jobs.deliveries import Deliveries, delivery_ttl_s
 from jobs.settings import load_settings
 from webhooks.attempt import TOTAL_TIMEOUT_S, attempt
@@ -29,8 +29,9 @@ if settings.log_level != "DEBUG":
     for name in ("celery.worker.consumer.mingle", "celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-app = Celery("inferq-webhooks", broker=settings.redis_url)
+app = Celery("inferq-webhooks")
 app.conf.update(
+    **connection.celery_config(settings),
     task_default_queue=QUEUE,
     task_ignore_result=True,
     worker_pool="threads",
@@ -39,7 +40,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 
-_redis = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10)
+_redis = connection.client(settings, socket_timeout=10)
 _deliveries = Deliveries(_redis, delivery_ttl_s(settings.result_ttl_s, settings.webhook_max_age_s))
 
 

@@ -12,6 +12,7 @@ from celery import Celery, bootsteps
 from celery.platforms import SecurityWarning
 from click import Option
 
+from jobs import connection
 from jobs.settings import load_settings
 from worker.predictor import pin_gpu
 
@@ -32,8 +33,9 @@ def _quiet_start(level: str):
 
 _quiet_start(settings.log_level)
 
-app = Celery("inferq", broker=settings.redis_url)
+app = Celery("inferq")
 app.conf.update(
+    **connection.celery_config(settings),
     worker_pool="solo",
     worker_concurrency=1,
     worker_prefetch_multiplier=1,

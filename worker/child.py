@@ -8,7 +8,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import redis as redis_lib
+from jobs import connection
 
 log = logging.getLogger("inferq.worker")
 PR_SET_PDEATHSIG = 1
@@ -41,8 +41,7 @@ def main(spec, settings, consumer_name: str, conn, parent_pid: int):
         log.exception("model %s v%d cannot be served", spec.name, spec.version)
         conn.send(("error", f"{type(exc).__name__}: {str(exc).strip()[:500]}"))
         return
-    redis = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10,
-                                     health_check_interval=30)
+    redis = connection.client(settings, socket_timeout=10, health_check_interval=30)
     pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="inferq-decode")
     loop = ModelLoop(predictor, redis, consumer_name, settings, pool)
     loop.start()

@@ -16,7 +16,7 @@ import uuid
 
 import redis as redis_lib
 
-from jobs import registry, repository, routing
+from jobs import connection, registry, repository, routing
 from worker import child
 
 log = logging.getLogger("inferq.worker")
@@ -76,8 +76,7 @@ class InferenceService:
         self.wanted = models or settings.model_names
         self.gpu = gpu if gpu not in (None, "") else settings.gpu
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.redis = redis_lib.Redis.from_url(settings.redis_url, socket_timeout=10,
-                                              health_check_interval=30)
+        self.redis = connection.client(settings, socket_timeout=10, health_check_interval=30)
         self.ctx = multiprocessing.get_context("spawn")  # TensorFlow must not be forked
         self.active: dict[tuple, Child] = {}  # (model, version) -> the child serving it
         self.pending: dict[tuple, Child] = {}  # a replacement loading for a changed config
