@@ -39,8 +39,9 @@ clean:
 
 # Benchmark (bench/README.md): every figure in one run on this machine, as ratios.
 # `bench` writes bench/results/latest.{json,md,png}; `bench-quick` is a short run of every
-# measurement path (CI), bench/results/quick.json.
-.PHONY: bench bench-quick
+# measurement path (CI), bench/results/quick.json and scale-quick.json. `bench-scale`: jobs/s
+# and Redis CPU at 1-8 workers and 1-4 API processes, bench/results/scale.{json,md,png}.
+.PHONY: bench bench-quick bench-scale
 BENCH_DEPS := $(VENV)/.bench-deps
 
 $(BENCH_DEPS): bench/requirements.txt | install
@@ -52,3 +53,7 @@ bench: install $(BENCH_DEPS)
 
 bench-quick: install $(BENCH_DEPS)
 	$(PY) -m bench.run --quick
+	$(PY) -m bench.scale --quick
+
+bench-scale: install $(BENCH_DEPS)
+	$(PY) -m bench.scale
