@@ -34,9 +34,9 @@ PROFILES = {
     "full": {"workers": [1, 2, 4, 8], "jobs": 20000, "jobs8": 2500, "rounds": 3, "retries": 2,
              "api_procs": [1, 2, 4], "api_clients": 64, "api_warmup_s": 3, "api_window_s": 10,
              "path_workers": 2, "path_clients": 64, "path_warmup_s": 5, "path_window_s": 10,
-             "quiet_wait_s": 20},
+             "quiet_wait_s": 10},
     "quick": {"workers": [1, 2], "jobs": 600, "jobs8": 75, "rounds": 1, "retries": 1,
-              "api_procs": [1, 2], "api_clients": 16, "api_warmup_s": 0.5, "api_window_s": 1.5,
+              "api_procs": [1], "api_clients": 16, "api_warmup_s": 0.5, "api_window_s": 1.5,
               "path_workers": 2, "path_clients": 16, "path_warmup_s": 1, "path_window_s": 1.5,
               "quiet_wait_s": 1},
 }
@@ -74,15 +74,15 @@ class Workers:
         for _, proc in self.procs:
             os.killpg(proc.pid, sig)
 
-    def stop(self):
-        """All at once: each finishes what it holds, then exits."""
-        stops = [self.stack.pop(name) for name, _ in self.procs]
+    def shrink(self, n: int = 0):
+        """Stop all but the first `n`, at once: each finishes what it holds, then exits."""
+        stops = [self.stack.pop(name) for name, _ in self.procs[n:]]
         threads = [threading.Thread(target=fn) for fn in stops if fn]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        self.procs = []
+        self.procs = self.procs[:n]
 
 
 def finished_jobs(client: redis.Redis) -> int:
@@ -150,10 +150,10 @@ def drain(workers: Workers, rserver: BenchRedis, store: Producer, n_jobs: int,
     return out
 
 
-def worker_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path) -> dict:
+def worker_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path) -> tuple[dict, Workers]:
     """{images per job: {workers: [each round's measurement]}}; a contended measurement is
     taken again (up to `retries` times) and the least contended one kept, all of them in
-    `attempts`."""
+    `attempts`. The last round's workers are left running, for the whole path."""
     store = Producer(rserver.client, 3600, 10 ** 9, 60)
     out = {str(k): {str(n): [] for n in p["workers"]} for k in IMAGES_PER_JOB}
     for rnd in range(p["rounds"]):
@@ -183,8 +183,9 @@ def worker_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path) -> dic
                     f"{os.cpu_count()} cores busy"
                     + ("" if best["clean"] else
                        f" (contended: others {best['other_cores']:.2f} cores)"))
-        workers.stop()
-    return out
+        if rnd < p["rounds"] - 1:
+            workers.shrink()
+    return out, workers
 
 
 def loop_point(stack: Stack, mode: str, port: int, clients: int, image: Path, roots: dict,
@@ -233,10 +234,10 @@ def api_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: Pa
 
 
 def path_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: Path,
-                api_settings: dict) -> list[dict]:
+                api_settings: dict, workers: Workers) -> list[dict]:
     """The whole path of a job, for the projection: clients submit and long-poll through the
     API (its defaults), null-model workers run the jobs. Redis CPU per completed job."""
-    workers = Workers(stack, rserver, repo)
+    workers.shrink(p["path_workers"])
     workers.grow(p["path_workers"])
     api, port = start_api(stack, rserver.url, name="api-path", model_repository=str(repo),
                           max_backlog=10 ** 8, batch_dir=str(WORK / "batches"), **api_settings)
@@ -253,7 +254,7 @@ def path_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: P
             f"CPU ms/job, {m['redis_share']:.0%} of a core; machine {m['box_cores']:.2f} cores "
             "busy")
     stack.stop("api-path")
-    workers.stop()
+    workers.shrink()
     return out
 
 
@@ -289,14 +290,14 @@ def main(argv=None) -> int:
         stack.add("redis", rserver.stop)
         say(f"1. null-model workers at {p['workers']} processes, jobs of "
             f"{' and '.join(map(str, IMAGES_PER_JOB))} images, {p['rounds']} round(s)")
-        out["workers"] = worker_points(p, stack, rserver, repo)
+        out["workers"], workers = worker_points(p, stack, rserver, repo)
+        say(f"2. the whole path: {p['path_clients']} clients (submit + long-poll), the API "
+            f"({api_settings['api_workers']} processes), {p['path_workers']} null workers")
+        out["path"] = path_points(p, stack, rserver, repo, image, api_settings, workers)
         rserver.client.flushall()
-        say(f"2. the API alone at {p['api_procs']} processes, {p['api_clients']} clients "
+        say(f"3. the API alone at {p['api_procs']} processes, {p['api_clients']} clients "
             f"submitting a {image.stat().st_size} B JPEG, {p['rounds']} round(s)")
         out["api"] = api_points(p, stack, rserver, repo, image, api_settings["api_threads"])
-        say(f"3. the whole path: {p['path_clients']} clients (submit + long-poll), the API "
-            f"({api_settings['api_workers']} processes), {p['path_workers']} null workers")
-        out["path"] = path_points(p, stack, rserver, repo, image, api_settings)
         stack.stop_all()
     except KeyboardInterrupt:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
