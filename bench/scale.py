@@ -162,6 +162,8 @@ def worker_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path) -> tup
             t0 = time.monotonic()
             workers.grow(n)
             started_s = time.monotonic() - t0
+            # Not measured: each new process's first batches (a model's first calls trace it).
+            drain(workers, rserver, store, 64 * n, 1)
             for per_job in IMAGES_PER_JOB:
                 n_jobs = p["jobs"] if per_job == 1 else p["jobs8"]
                 busy = wait_quiet(p["quiet_wait_s"], f"{n} workers")
@@ -188,12 +190,32 @@ def worker_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path) -> tup
     return out, workers
 
 
+def command_usec(client: redis.Redis) -> dict:
+    return {k[len("cmdstat_"):]: (v["calls"], v["usec"])
+            for k, v in client.info("commandstats").items()}
+
+
+def where_redis_time_went(before: dict, after: dict, cpu_s: float, top: int = 12) -> dict:
+    """Redis's time in each command over a run, as shares of its CPU then (the rest is reading,
+    parsing and writing replies). A script's or an EXEC's time includes the commands it runs,
+    which are counted on their own too."""
+    d = {k: (c - before.get(k, (0, 0))[0], u - before.get(k, (0, 0))[1])
+         for k, (c, u) in after.items()}
+    d = {k: v for k, v in d.items() if v[0] > 0 and k != "info"}
+    total = cpu_s * 1e6 or 1
+    rows = sorted(d.items(), key=lambda kv: -kv[1][1])[:top]
+    return {k: {"calls": c, "usec": u, "share": round(u / total, 3)} for k, (c, u) in rows}
+
+
 def loop_point(stack: Stack, mode: str, port: int, clients: int, image: Path, roots: dict,
-               warmup_s: float, window_s: float, retries: int) -> dict:
+               warmup_s: float, window_s: float, retries: int, client: redis.Redis) -> dict:
     """One closed-loop window (bench.run's load generator): rate, and CPU per item by process
-    tree."""
+    tree; and Redis's time by command over the whole loop (warm-up included)."""
+    c0, r0 = command_usec(client), redis_cpu(client)
     run = closed_loop(stack, mode, port, clients, image, roots, warmup_s, window_s, 1, retries,
                       NULL_MODEL)
+    commands = where_redis_time_went(c0, command_usec(client),
+                                     redis_cpu(client)["process"] - r0["process"])
     n, span = len(run["records"]), run["span_s"]
     cpu = run["cpu_s"]
     worker_s = sum(v for k, v in cpu.items() if k.startswith("worker"))
@@ -204,7 +226,8 @@ def loop_point(stack: Stack, mode: str, port: int, clients: int, image: Path, ro
             "worker_ms_per_item": worker_s / n * 1000 if worker_s else None,
             "loadgen_cores": cpu["loadgen"] / span, "box_cores": busy / span,
             "other_cores": cpu["other"] / span, "steal_cores": cpu["steal"] / span,
-            "contended": run["contended"], "windows": run["windows"]}
+            "contended": run["contended"], "windows": run["windows"],
+            "redis_commands": commands}
 
 
 def api_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: Path,
@@ -222,7 +245,7 @@ def api_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: Pa
             busy = wait_quiet(p["quiet_wait_s"], f"{n} API processes")
             m = loop_point(stack, "submit", port, p["api_clients"], image,
                            {"api": api.pid, "redis": rserver.proc.pid}, p["api_warmup_s"],
-                           p["api_window_s"], p["retries"])
+                           p["api_window_s"], p["retries"], rserver.client)
             stack.stop(f"api-{n}")
             m["busy_before"] = busy
             out[str(n)].append(m)
@@ -247,7 +270,7 @@ def path_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: P
     for rnd in range(p["rounds"]):
         busy = wait_quiet(p["quiet_wait_s"], "the whole path")
         m = loop_point(stack, "e2e", port, p["path_clients"], image, roots, p["path_warmup_s"],
-                       p["path_window_s"], p["retries"])
+                       p["path_window_s"], p["retries"], rserver.client)
         m["busy_before"] = busy
         out.append(m)
         say(f"   round {rnd + 1}: {m['rate']:.0f} jobs/s; Redis {m['redis_ms_per_item']:.3f} "

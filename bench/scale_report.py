@@ -124,6 +124,12 @@ def table(out: dict) -> str:
               f"Redis {_s(p['redis_ms_per_item'], '.3f')} CPU ms per job, "
               f"{_s(p['redis_share'], '.0%')} of one core; machine {p['box_cores']['median']:.2f}"
               f" of {m['cores']} cores busy."]
+    cmds = out["path"][-1].get("redis_commands") or {}
+    if cmds:
+        lines[-1] += (" Redis's time in commands, as shares of its CPU on that path (last "
+                      "round; a script's or an EXEC's includes the commands it runs; the rest "
+                      "is network and parsing): " + ", ".join(
+                          f"{k} {v['share']:.0%}" for k, v in list(cmds.items())[:8]) + ".")
     pr = out["projection"]
     lines += ["", f"**How many GPUs one Redis feeds** at {pr['redis_share']:.0%} of its one "
               f"thread, GPUs of {pr['gpu_images_s']:,} images/s each, from Redis's CPU per job "
