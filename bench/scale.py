@@ -34,13 +34,15 @@ PROFILES = {
     "full": {"workers": [1, 2, 4, 8], "jobs": 20000, "jobs8": 2500, "rounds": 3, "retries": 2,
              "api_procs": [1, 2, 4], "api_clients": 64, "api_warmup_s": 3, "api_window_s": 10,
              "path_workers": 2, "path_clients": 64, "path_warmup_s": 5, "path_window_s": 10,
-             "quiet_wait_s": 10},
+             "quiet_wait_s": 10, "fill": True},
     "quick": {"workers": [1, 2], "jobs": 600, "jobs8": 75, "rounds": 1, "retries": 1,
-              "api_procs": [1], "api_clients": 16, "api_warmup_s": 0.5, "api_window_s": 1.5,
-              "path_workers": 2, "path_clients": 16, "path_warmup_s": 1, "path_window_s": 1.5,
-              "quiet_wait_s": 1},
+              "api_procs": [1], "api_clients": 16, "api_warmup_s": 2, "api_window_s": 1.5,
+              "path_workers": 1, "path_clients": 16, "path_warmup_s": 2, "path_window_s": 1.5,
+              "quiet_wait_s": 1, "fill": False},
 }
 IMAGES_PER_JOB = (1, 8)
+# The whole path run again with batches that fill (about 32 of the 64 clients' jobs each).
+FILL_WAIT_S = 0.05
 
 
 def redis_cpu(client: redis.Redis) -> dict:
@@ -55,8 +57,9 @@ def redis_cpu(client: redis.Redis) -> dict:
 class Workers:
     """Null-model worker processes against one Redis, added as the round goes up."""
 
-    def __init__(self, stack: Stack, rserver: BenchRedis, repo: Path):
+    def __init__(self, stack: Stack, rserver: BenchRedis, repo: Path, **settings):
         self.stack, self.rserver, self.repo = stack, rserver, repo
+        self.settings = settings
         self.procs = []
 
     def grow(self, n: int):
@@ -65,7 +68,7 @@ class Workers:
             name = f"worker-null-{len(self.procs) + len(new)}"
             new.append((name, self.stack.proc(name, start_worker(
                 self.rserver.url, models=[NULL_MODEL], wait_ready=False,
-                model_repository=str(self.repo)))))
+                model_repository=str(self.repo), **self.settings))))
         for _, proc in new:
             wait_until_serving(proc, self.rserver.url, [NULL_MODEL], timeout_s=300)
         self.procs += new
@@ -220,7 +223,9 @@ def loop_point(stack: Stack, mode: str, port: int, clients: int, image: Path, ro
     cpu = run["cpu_s"]
     worker_s = sum(v for k, v in cpu.items() if k.startswith("worker"))
     busy = sum(v for k, v in cpu.items() if k != "steal")
+    batches = [r[2] for r in run["records"] if r[2]]
     return {"rate": run["rates"][0], "n": n,
+            "mean_batch": sum(batches) / len(batches) if batches else None,
             "redis_ms_per_item": cpu["redis"] / n * 1000, "redis_share": cpu["redis"] / span,
             "api_ms_per_item": cpu["api"] / n * 1000, "api_cores": cpu["api"] / span,
             "worker_ms_per_item": worker_s / n * 1000 if worker_s else None,
@@ -259,7 +264,9 @@ def api_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: Pa
 def path_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: Path,
                 api_settings: dict, workers: Workers) -> list[dict]:
     """The whole path of a job, for the projection: clients submit and long-poll through the
-    API (its defaults), null-model workers run the jobs. Redis CPU per completed job."""
+    API (its defaults), null-model workers run the jobs. Redis CPU per completed job. Greedy
+    workers (`max_wait_s` 0, as deployed) keep up with the clients, so their batches stay
+    small; `path_points(..., full=True)` is the same with batches made to fill."""
     workers.shrink(p["path_workers"])
     workers.grow(p["path_workers"])
     api, port = start_api(stack, rserver.url, name="api-path", model_repository=str(repo),
@@ -273,9 +280,9 @@ def path_points(p: dict, stack: Stack, rserver: BenchRedis, repo: Path, image: P
                        p["path_window_s"], p["retries"], rserver.client)
         m["busy_before"] = busy
         out.append(m)
-        say(f"   round {rnd + 1}: {m['rate']:.0f} jobs/s; Redis {m['redis_ms_per_item']:.3f} "
-            f"CPU ms/job, {m['redis_share']:.0%} of a core; machine {m['box_cores']:.2f} cores "
-            "busy")
+        say(f"   round {rnd + 1}: {m['rate']:.0f} jobs/s, mean batch {m['mean_batch']:.1f}; Redis "
+            f"{m['redis_ms_per_item']:.3f} CPU ms/job, {m['redis_share']:.0%} of a core; "
+            f"machine {m['box_cores']:.2f} cores busy")
     stack.stop("api-path")
     workers.shrink()
     return out
@@ -317,6 +324,11 @@ def main(argv=None) -> int:
         say(f"2. the whole path: {p['path_clients']} clients (submit + long-poll), the API "
             f"({api_settings['api_workers']} processes), {p['path_workers']} null workers")
         out["path"] = path_points(p, stack, rserver, repo, image, api_settings, workers)
+        if p["fill"]:  # not in the quick profile: it starts workers again, ~10 s
+            say(f"   again, the workers waiting up to {FILL_WAIT_S} s for a batch to fill "
+                "(INFERQ_MAX_WAIT_S), as a loaded GPU's batches are full")
+            out["path_full"] = path_points(p, stack, rserver, repo, image, api_settings,
+                                           Workers(stack, rserver, repo, max_wait_s=FILL_WAIT_S))
         rserver.client.flushall()
         say(f"3. the API alone at {p['api_procs']} processes, {p['api_clients']} clients "
             f"submitting a {image.stat().st_size} B JPEG, {p['rounds']} round(s)")

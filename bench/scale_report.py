@@ -27,7 +27,9 @@ def summarise(out: dict) -> dict:
           "box_cores", "loadgen_cores"]
     workers = {k: {n: _point(r, wk) for n, r in pts.items()} for k, pts in out["workers"].items()}
     api = {n: _point(r, lk) for n, r in out["api"].items()}
+    lk.append("mean_batch")
     path = _point(out["path"], lk)
+    path_full = _point(out["path_full"], lk) if "path_full" in out else None
 
     def pooled(per_job: str, key: str) -> float:
         """Redis's work per job does not depend on how many workers share it; pooled over
@@ -37,17 +39,23 @@ def summarise(out: dict) -> dict:
 
     drain = {k: pooled(k, "redis_ms_per_job") for k in out["workers"]}
     enq = {k: pooled(k, "enqueue_redis_ms_per_job") for k in out["workers"]}
-    r1 = path["redis_ms_per_item"]["median"]
-    per_job = {"1": r1}
-    if "8" in drain:  # the whole path measured with 1 image; what 8 images add, from the drains
-        per_job["8"] = r1 + (enq["8"] - enq["1"]) + (drain["8"] - drain["1"])
     projection = {}
-    for k, ms in per_job.items():
-        per_image = ms / int(k)
-        img_s = REDIS_SHARE * 1000 / per_image
-        projection[k] = {"redis_ms_per_job": round(ms, 4),
-                         "redis_ms_per_image": round(per_image, 4), "images_s": round(img_s),
-                         "jobs_s": round(img_s / int(k)), "gpus": round(img_s / GPU_IMAGES_S, 1)}
+    for batches, pt in (("full", path_full), ("small", path)):
+        if pt is None:
+            continue
+        r1 = pt["redis_ms_per_item"]["median"]
+        per_job = {"1": r1}
+        if "8" in drain:  # the path measured with 1 image; what 8 images add, from the drains
+            per_job["8"] = r1 + (enq["8"] - enq["1"]) + (drain["8"] - drain["1"])
+        for k, ms in per_job.items():
+            per_image = ms / int(k)
+            img_s = REDIS_SHARE * 1000 / per_image
+            projection[f"{k}|{batches}"] = {
+                "images_per_job": int(k), "batches": batches,
+                "mean_batch": round(pt["mean_batch"]["median"], 1),
+                "redis_ms_per_job": round(ms, 4), "redis_ms_per_image": round(per_image, 4),
+                "images_s": round(img_s), "jobs_s": round(img_s / int(k)),
+                "gpus": round(img_s / GPU_IMAGES_S, 1)}
     cores = out["machine"]["cores"]
     top = max(workers["1"], key=int)
     saturation = {
@@ -61,7 +69,7 @@ def summarise(out: dict) -> dict:
     }
     saturation["box_first"] = (saturation["box_cores_at_max"] >= 0.85 * cores
                                and saturation["redis_share_max"] < 0.85)
-    return {"summary": {"workers": workers, "api": api, "path": path,
+    return {"summary": {"workers": workers, "api": api, "path": path, "path_full": path_full,
                         "drain_redis_ms_per_job": drain, "enqueue_redis_ms_per_job": enq},
             "projection": {"gpu_images_s": GPU_IMAGES_S, "redis_share": REDIS_SHARE,
                            "per_job_images": projection},
@@ -117,28 +125,37 @@ def table(out: dict) -> str:
             f"{p['loadgen_cores']['median']:.2f} | {p['box_cores']['median']:.2f} of "
             f"{m['cores']} | {p['other_cores_max']:.2f}"
             f"{' **contended**' if p['contended'] else ''} |")
-    p = s["path"]
     lines += ["", f"The whole path ({out['settings']['path_clients']} clients: submit, then "
               f"long-poll; the API's default {out['settings']['api_workers']} processes; "
-              f"{out['settings']['path_workers']} null workers): {_s(p['rate'], ',.0f')} jobs/s, "
-              f"Redis {_s(p['redis_ms_per_item'], '.3f')} CPU ms per job, "
-              f"{_s(p['redis_share'], '.0%')} of one core; machine {p['box_cores']['median']:.2f}"
-              f" of {m['cores']} cores busy."]
+              f"{out['settings']['path_workers']} null workers):", ""]
+    for key, what in (("path", "greedy workers (`INFERQ_MAX_WAIT_S` 0, the default)"),
+                      ("path_full", "workers waiting up to 50 ms for a batch to fill")):
+        p = s[key]
+        if p is None:
+            continue
+        lines.append(
+            f"- {what}: {_s(p['rate'], ',.0f')} jobs/s, mean batch "
+            f"{p['mean_batch']['median']:.1f}, Redis {_s(p['redis_ms_per_item'], '.3f')} CPU ms"
+            f" per job, {_s(p['redis_share'], '.0%')} of one core; machine "
+            f"{p['box_cores']['median']:.2f} of {m['cores']} cores busy.")
     cmds = out["path"][-1].get("redis_commands") or {}
     if cmds:
-        lines[-1] += (" Redis's time in commands, as shares of its CPU on that path (last "
-                      "round; a script's or an EXEC's includes the commands it runs; the rest "
-                      "is network and parsing): " + ", ".join(
-                          f"{k} {v['share']:.0%}" for k, v in list(cmds.items())[:8]) + ".")
+        lines += ["", "Redis's time in commands, as shares of its CPU on the greedy path (last "
+                  "round; a script's or an EXEC's includes the commands it runs; the rest is "
+                  "network and parsing): " + ", ".join(
+                      f"{k} {v['share']:.0%} ({v['calls']:,} calls)"
+                      for k, v in list(cmds.items())[:8]) + "."]
     pr = out["projection"]
     lines += ["", f"**How many GPUs one Redis feeds** at {pr['redis_share']:.0%} of its one "
               f"thread, GPUs of {pr['gpu_images_s']:,} images/s each, from Redis's CPU per job "
               "of the whole path (jobs of 8 images: the whole path's figure plus what 7 more "
-              "images cost in the enqueue and the drain):", "",
-              "| images/job | Redis CPU ms/job | ms/image | images/s | jobs/s | GPUs |",
-              "|---|---|---|---|---|---|"]
-    for k, v in pr["per_job_images"].items():
-        lines.append(f"| {k} | {v['redis_ms_per_job']:.3f} | {v['redis_ms_per_image']:.4f} | "
+              "images cost in the enqueue and the drain). A loaded GPU's batches are full; "
+              "small batches are the worst case:", "",
+              "| images/job | batches (mean) | Redis CPU ms/job | ms/image | images/s | jobs/s "
+              "| GPUs |", "|---|---|---|---|---|---|---|"]
+    for v in pr["per_job_images"].values():
+        lines.append(f"| {v['images_per_job']} | {v['batches']} ({v['mean_batch']:.1f} jobs) | "
+                     f"{v['redis_ms_per_job']:.3f} | {v['redis_ms_per_image']:.4f} | "
                      f"{v['images_s']:,} | {v['jobs_s']:,} | **{v['gpus']:.1f}** |")
     verdict = (f"On this {sat['cores']}-core machine the machine saturates before Redis: at "
                f"{sat['workers_max']} workers its cores were {sat['box_cores_at_max']:.2f} of "
