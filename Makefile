@@ -7,7 +7,7 @@
 #   make test         ~9 min
 #   make chaos        ~3 min
 #   make bench-quick  ~3 min
-#   make bench-scale  ~13 min
+#   make bench-scale  ~8 min (up to ~12 on a busy machine)
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
 #   make train-demo   ~5 min
 VENV ?= .venv
