@@ -6,7 +6,7 @@
 #   make run          ~10-20 s until its banner (the worker loads and warms the demo models)
 #   make test         ~9 min
 #   make chaos        ~3 min
-#   make bench-quick  ~3 min
+#   make bench-quick  ~2.5 min
 #   make bench-scale  ~8 min (up to ~12 on a busy machine)
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
 #   make train-demo   ~5 min
