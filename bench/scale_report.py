@@ -91,7 +91,9 @@ def table(out: dict) -> str:
         f"{out['git']['commit']}"
         + (" + uncommitted changes" if out["git"]["uncommitted_changes"] else "")
         + f". Load average {out['loadavg_start'][0]:.2f} at the start, "
-        f"{out['loadavg_end'][0]:.2f} at the end; {out['duration_s']} s.",
+        f"{out['loadavg_end'][0]:.2f} at the end (this run's own processes included; "
+        "\"others\" below is the CPU of processes it did not start); "
+        f"{out['duration_s']} s.",
         "",
         f"Each figure is the median of {rounds} round(s), the range in brackets. CPU is from "
         "/proc (utime + stime of each process tree); Redis's is its whole process, its main "
