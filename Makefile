@@ -7,6 +7,7 @@
 #   make test         ~9 min
 #   make chaos        ~4.5 min
 #   make bench-quick  ~2.5 min
+#   make bench-scale  ~8 min (up to ~12 on a busy machine)
 #   make bench        longer; up to ~20 min when it has to measure again (bench/README.md)
 #   make train-demo   ~5 min
 VENV ?= .venv
@@ -40,8 +41,9 @@ clean:
 
 # Benchmark (bench/README.md): every figure in one run on this machine, as ratios.
 # `bench` writes bench/results/latest.{json,md,png}; `bench-quick` is a short run of every
-# measurement path (CI), bench/results/quick.json.
-.PHONY: bench bench-quick
+# measurement path (CI), bench/results/quick.json and scale-quick.json. `bench-scale`: jobs/s
+# and Redis CPU at 1-8 workers and 1-4 API processes, bench/results/scale.{json,md,png}.
+.PHONY: bench bench-quick bench-scale
 BENCH_DEPS := $(VENV)/.bench-deps
 
 $(BENCH_DEPS): bench/requirements.txt | install
@@ -53,3 +55,7 @@ bench: install $(BENCH_DEPS)
 
 bench-quick: install $(BENCH_DEPS)
 	$(PY) -m bench.run --quick
+	$(PY) -m bench.scale --quick
+
+bench-scale: install $(BENCH_DEPS)
+	$(PY) -m bench.scale

@@ -20,20 +20,21 @@ def write_config(model_dir: Path, config: dict):
 
 
 def build(repo: Path, name: str, alpha: float, size: int) -> dict:
+    """`name` "": the null model only (bench.scale needs no other)."""
     stamp = {"alpha": alpha, "size": size, "max_batch_size": MAX_BATCH_SIZE, "v": 1}
-    model_file = repo / name / "1" / "model.keras"
+    model_file = repo / (name or NULL_MODEL) / "1" / "model.keras"
     stamp_file = repo / name / "1" / "bench-stamp.json"
     null_file = repo / NULL_MODEL / "1" / "model.keras"
     built = []
     t0 = time.perf_counter()
-    if not (model_file.exists() and stamp_file.exists()
-            and json.loads(stamp_file.read_text()) == stamp) or not null_file.exists():
+    wanted = not name or (model_file.exists() and stamp_file.exists()
+                          and json.loads(stamp_file.read_text()) == stamp)
+    if not wanted or not null_file.exists():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
 
         keras.utils.set_random_seed(0)
-        if not (model_file.exists() and stamp_file.exists()
-                and json.loads(stamp_file.read_text()) == stamp):
+        if not wanted:
             model = keras.applications.MobileNetV2(weights=None, alpha=alpha,
                                                    input_shape=(size, size, 3))
             model_file.parent.mkdir(parents=True, exist_ok=True)
@@ -47,10 +48,11 @@ def build(repo: Path, name: str, alpha: float, size: int) -> dict:
             null_file.parent.mkdir(parents=True, exist_ok=True)
             keras.Model(inp, out).save(null_file)
             built.append(NULL_MODEL)
-    write_config(repo / name, {
-        "input": {"kind": "image", "size": [size, size], "channels": 3, "color_mode": "rgb",
-                  "preprocessing": "tf"},
-        "labels": LABELS, "top_k": 5, "max_batch_size": MAX_BATCH_SIZE})
+    if name:
+        write_config(repo / name, {
+            "input": {"kind": "image", "size": [size, size], "channels": 3,
+                      "color_mode": "rgb", "preprocessing": "tf"},
+            "labels": LABELS, "top_k": 5, "max_batch_size": MAX_BATCH_SIZE})
     write_config(repo / NULL_MODEL, {
         "input": {"kind": "image", "size": [8, 8], "channels": 3, "color_mode": "rgb",
                   "preprocessing": "scale_0_1"},
@@ -63,7 +65,7 @@ def build(repo: Path, name: str, alpha: float, size: int) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", required=True)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, help='"": the null model only')
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=224)
     a = ap.parse_args()

@@ -74,6 +74,16 @@ def photo_jpeg(seed: int, size=(640, 480), quality: int = 90) -> bytes:
     return out.getvalue()
 
 
+def small_jpeg() -> bytes:
+    """What the API-alone runs submit: photo 0 (640x480) scaled to 128x96, about 2.3 KB."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(photo_jpeg(0))).resize((128, 96))
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
 def tiny_png(seed: int, size: int = 8) -> bytes:
     from PIL import Image
 
@@ -194,23 +204,19 @@ def machine() -> dict:
     except FileNotFoundError:
         pass
     mem_gib = os.sysconf("SC_PHYS_PAGES") * PAGE / 2 ** 30
+    # From the installed distributions, without importing them: keras would load TensorFlow
+    # into the orchestrator.
+    from importlib.metadata import version
     versions = {}
+    dists = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "PIL": ("pillow",)}
     for module in ("tensorflow", "keras", "celery", "redis", "flask", "gunicorn", "PIL", "numpy"):
-        try:
-            versions[module] = __import__(module).__version__ if module != "tensorflow" else None
-        except Exception:
-            versions[module] = None
-    # TensorFlow's version without importing it here (the load generator must stay light).
-    try:
-        from importlib.metadata import version
-        for dist in ("tensorflow-cpu", "tensorflow"):
+        versions[module] = None
+        for dist in dists.get(module, (module,)):
             try:
-                versions["tensorflow"] = version(dist)
+                versions[module] = version(dist)
                 break
             except Exception:
                 continue
-    except Exception:
-        pass
     redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),

@@ -27,7 +27,7 @@ from bench import batch as batch_run
 from bench import client as client_run
 from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
                           busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
-                          pct, tiny_png)
+                          pct, small_jpeg, tiny_png)
 from stack.processes import (BIN, Proc, RedisServer, free_port, service_env, start_feeder,
                              start_worker, wait_for, wait_until_serving)
 
@@ -63,9 +63,9 @@ class BenchRedis(RedisServer):
 class Stack:
     """Everything this run started, stopped in reverse order whatever happens."""
 
-    def __init__(self):
+    def __init__(self, logs: Path = WORK / "logs"):
         self._stops: list[tuple[str, callable]] = []
-        self.logs = WORK / "logs"
+        self.logs = logs
         shutil.rmtree(self.logs, ignore_errors=True)
         self.logs.mkdir(parents=True)
 
@@ -82,12 +82,18 @@ class Stack:
         self.add(name, stop)
         return proc
 
-    def stop(self, name: str):
+    def pop(self, name: str):
+        """Take `name`'s stop function off the list (to run it elsewhere); None if absent."""
         for i, (n, fn) in enumerate(self._stops):
             if n == name:
                 del self._stops[i]
-                fn()
-                return
+                return fn
+        return None
+
+    def stop(self, name: str):
+        fn = self.pop(name)
+        if fn:
+            fn()
 
     def stop_all(self):
         while self._stops:
@@ -576,20 +582,13 @@ def git_state() -> dict:
 
 
 def prepare_inputs(p: dict) -> tuple[Path, Path]:
-    from PIL import Image
-    import io
-
     images, small = WORK / "images", WORK / "small"
     for d in (images, small):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
     for i in range(16):
         (images / f"{i:02d}.jpg").write_bytes(photo_jpeg(i))
-    # The API-alone run sends a small JPEG: the 640x480 picture scaled to 128x96.
-    im = Image.open(images / "00.jpg").resize((128, 96))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=85)
-    (small / "small.jpg").write_bytes(buf.getvalue())
+    (small / "small.jpg").write_bytes(small_jpeg())
     return images, small / "small.jpg"
 
 
