@@ -242,3 +242,14 @@ def run_json(args: list[str], env=None, timeout=None) -> dict:
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def write_results(name: str, out: dict, table: str, plot) -> list[Path]:
+    """bench/results/<name>.json, .md (the table) and .png (`plot(out, path)`); prints the
+    table and returns the paths written."""
+    paths = [RESULTS / f"{name}.{ext}" for ext in ("json", "md", "png")]
+    paths[0].write_text(json.dumps(out, indent=2) + "\n")
+    paths[1].write_text(table + "\n")
+    plot(out, paths[2])
+    print(f"\n{table}\n")
+    return paths

@@ -27,7 +27,7 @@ from bench import batch as batch_run
 from bench import client as client_run
 from bench.common import (MAX_BATCH_SIZE, NULL_MODEL, PROFILES, RESULTS, ROOT, WORK, CpuMeter,
                           busy_cores, children, machine, memory_mb, photo_jpeg, run_json,
-                          pct, small_jpeg, tiny_png)
+                          pct, small_jpeg, tiny_png, write_results)
 from stack.processes import (BIN, Proc, RedisServer, free_port, service_env, start_feeder,
                              start_worker, wait_for, wait_until_serving)
 
@@ -670,15 +670,8 @@ def main(argv=None) -> int:
     out.update(report.summarise(ceiling, e2e, idle, null, naive, api_alone, batch, cli, p))
     out["duration_s"] = round(time.monotonic() - started)
     name = "quick" if a.quick else "latest"
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    table = report.table(out)
-    (RESULTS / f"{name}.md").write_text(table + "\n")
-    report.plot(out, RESULTS / f"{name}.png")
-    print()
-    print(table)
-    print()
-    say(f"wrote {RESULTS / (name + '.json')}, {name}.md and {name}.png in "
-        f"{out['duration_s']} s")
+    json_path = write_results(name, out, report.table(out), report.plot)[0]
+    say(f"wrote {json_path}, {name}.md and {name}.png in {out['duration_s']} s")
     return 0
 
 

@@ -8,7 +8,6 @@ Like bench.run it starts its own redis-server, workers and API processes, and st
 exit, failure or Ctrl-C. Workers serve the null model (bench.build): the model step costs
 nothing, so what is left is the queue's own work, in the workers and in Redis."""
 import argparse
-import json
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ import redis
 
 from bench import scale_report
 from bench.common import NULL_MODEL, RESULTS, WORK, CpuMeter, machine, run_json, small_jpeg, \
-    tiny_png
+    tiny_png, write_results
 from bench.run import (CLEAN_CORES, BenchRedis, Failure, Stack, closed_loop, git_state, say,
                        start_api, wait_quiet)
 from jobs import keys
@@ -348,15 +347,8 @@ def main(argv=None) -> int:
     out["loadavg_end"] = os.getloadavg()
     out["duration_s"] = round(time.monotonic() - started)
     out.update(scale_report.summarise(out))
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    table = scale_report.table(out)
-    (RESULTS / f"{name}.md").write_text(table + "\n")
-    scale_report.plot(out, RESULTS / f"{name}.png")
-    print()
-    print(table)
-    print()
-    say(f"wrote {RESULTS / (name + '.json')}, {name}.md and {name}.png in "
-        f"{out['duration_s']} s")
+    json_path = write_results(name, out, scale_report.table(out), scale_report.plot)[0]
+    say(f"wrote {json_path}, {name}.md and {name}.png in {out['duration_s']} s")
     return 0
 
 
