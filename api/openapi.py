@@ -100,6 +100,7 @@ ERRORS = {
     413: "Body over INFERQ_MAX_BODY_BYTES, an image over INFERQ_MAX_IMAGE_PIXELS, or a batch "
          "file over INFERQ_BATCH_MAX_BYTES",
     414: "The request line (the URL with its query string) is over the server's limit",
+    431: "Too many request headers, or one over the server's limit",
     415: "Not an accepted image format, neither multipart nor JSON, or a batch file that is "
          "not a tar, zip or JSONL file",
     422: "The Idempotency-Key was used for a different request",
@@ -183,7 +184,7 @@ OPERATIONS: dict[str, Op] = {
               **{media: {} for media in RAW_BATCH_TYPES}},
         query=s.BatchQueryOptions,
         responses={202: Resp("Accepted", {JSON: s.Batch}, ("Location",), BATCH_LINKS),
-                   **errors(400, 404, 413, 414, 415, 429, 503, 507)}),
+                   **errors(400, 404, 413, 415, 429, 503, 507)}),
     "batches.list_batches": Op("Your batches, newest first", query=s.BatchListQuery,
                                responses={200: ok(s.BatchList), **errors(400, 503)}),
     "batches.get": Op("Get a batch (long-poll with ?wait=N)", query=s.BatchQuery,
@@ -405,7 +406,8 @@ def _operation(op: Op, op_id: str, rule, params: list[dict], refs: dict, guard: 
     if op.body:
         out["requestBody"] = {"required": True, "content": {
             media: {"schema": _schema(m, "validation", refs)} for media, m in op.body.items()}}
-    responses = {**op.responses, **guard}
+    # gunicorn answers these before any route runs, so every operation can get them.
+    responses = {**op.responses, **guard, **errors(414, 431)}
     if 401 in guard:
         out["security"] = [{"bearer": []}]
     if params:  # a path parameter that fits no route's converter gets the router's 404
