@@ -9,7 +9,7 @@ expired:     a batch past its expires_at is collected and ended as expired
 
 Each input's line reaches the files exactly once: the done bitmap says which are in, and the
 files are cut back to the sizes of the last commit before anything is appended (a feeder that
-died between writing and committing). The cursor is saved with each window, so a feeder that
+died between writing and committing, or a Redis that lost the last commit in a restart). The cursor is saved with each window, so a feeder that
 dies resumes where the last one stopped; an input handed on twice is written once."""
 import json
 import logging
@@ -46,7 +46,6 @@ class Feeder:
         self.limits = Limits(max_inputs=settings.batch_max_inputs,
                              max_input_bytes=settings.max_body_bytes,
                              max_total_bytes=settings.batch_max_bytes * UNPACKED_PER_UPLOADED)
-        self._trimmed: set[str] = set()  # batches whose files this process has cut back
         self._last_sweep = 0.0
 
     def step(self) -> bool:
@@ -158,9 +157,9 @@ class Feeder:
         """Append the workers' result lines to the files, each input once, and commit."""
         batch_id = record["id"]
         files = b.Files(self.settings.batch_dir, batch_id)
-        if batch_id not in self._trimmed:
-            self._cut_back(files, record)
-            self._trimmed.add(batch_id)
+        # Every time, not once per batch: Redis restarted from its append-only file may have
+        # lost this process's own last commit, and the lines it wrote would come again.
+        self._cut_back(files, self.feed.committed_sizes(batch_id))
         raw = self.feed.results(batch_id, COLLECT_MAX)
         if not raw:
             return False
@@ -185,10 +184,10 @@ class Feeder:
                          [x["index"] for x in bad], sizes)
         return True
 
-    def _cut_back(self, files: b.Files, record: dict):
-        """Drop what a feeder that died wrote past the last commit."""
+    def _cut_back(self, files: b.Files, sizes: dict[str, int]):
+        """Drop what was written past the last commit Redis holds."""
         for path, field in ((files.results, "results_bytes"), (files.errors, "errors_bytes")):
-            committed = int(record.get(field) or 0)
+            committed = sizes[field]
             try:
                 if os.path.getsize(path) > committed:
                     os.truncate(path, committed)
@@ -206,7 +205,6 @@ class Feeder:
         after = self.batches.set_status(batch_id, status, from_, **fields)
         if after == status:
             self.feed.forget(batch_id)
-            self._trimmed.discard(batch_id)
             log.info("batch %s %s", batch_id, status)
         return True
 

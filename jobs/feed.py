@@ -6,6 +6,8 @@ import time
 
 from jobs import keys, scripts
 
+SIZES = ("results_bytes", "errors_bytes")
+
 
 class Feed:
     def __init__(self, redis, input_ttl_s: int):
@@ -45,6 +47,12 @@ class Feed:
         for index in indexes:
             pipe.getbit(keys.batch_done(batch_id), index)
         return [bool(bit) for bit in pipe.execute()]
+
+    def committed_sizes(self, batch_id: str) -> dict[str, int]:
+        """The sizes of the results and errors files at the last commit; read afresh, since
+        the record a step began with may predate another feeder's last commit."""
+        sizes = self.redis.hmget(keys.batch(batch_id), SIZES)
+        return {field: int(size or 0) for field, size in zip(SIZES, sizes)}
 
     def commit(self, batch_id: str, taken: int, completed: list[int], failed: list[int],
                sizes: dict[str, int]):

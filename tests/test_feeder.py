@@ -166,6 +166,26 @@ def test_a_new_feeder_resumes_and_writes_nothing_twice(r, settings, feeder):
     assert sorted(ids) == sorted(f"{i}.png" for i in range(60))
 
 
+def test_redis_that_lost_the_last_commit_gets_no_line_twice(r, settings, feeder):
+    """Redis restarted from an append-only file a second old: the feeder's last commit is gone
+    (done bits, counts, file sizes), the lines it wrote are not. The same feeder goes on."""
+    batch_id = create(r, settings, tar_of([(f"{i}.png", png(i)) for i in range(60)]), "tar")
+    workers = Workers(r)
+    for _ in range(2):
+        feeder.step()
+        workers.run(limit=10)
+    before = {k: (r.dump(k), r.pttl(k)) for k in r.keys("*")}
+    feeder.step()  # appends this step's lines and commits them
+    files = Files(settings.batch_dir, batch_id)
+    assert lines(files.results)
+    r.flushdb()
+    for k, (dumped, pttl) in before.items():
+        r.restore(k, max(pttl, 0), dumped)
+    run_until(feeder, workers, r, batch_id, [COMPLETED])
+    ids = [x["custom_id"] for x in lines(files.results)]
+    assert sorted(ids) == sorted(f"{i}.png" for i in range(60))
+
+
 def test_cancel_stops_feeding_and_keeps_what_finished(r, settings, feeder):
     batch_id = create(r, settings, tar_of([(f"{i}.png", png(i)) for i in range(200)]), "tar")
     workers = Workers(r)
